@@ -1,0 +1,1 @@
+"""Recording and VOD callback processor."""
