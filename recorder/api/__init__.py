@@ -1,0 +1,1 @@
+"""The operator API: query and act on broadcasts, fragments and jobs."""

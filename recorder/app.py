@@ -1,0 +1,75 @@
+"""The Flask app factory: one app for callbacks, the operator API and health."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from recorder.archive import ArchiveStore, open_store
+from recorder.config import Settings
+from recorder.errors import RecorderError
+from recorder.queue import Publisher
+from recorder.store.db import make_engine, make_sessions, migrate
+
+log = logging.getLogger(__name__)
+
+CALLBACK_BODY_LIMIT = 64 * 1024
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ArchiveStore
+    publisher: Publisher
+
+
+def services() -> Services:
+    return current_app.extensions["recorder"]  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None, *, publisher: Publisher | None = None) -> Flask:
+    settings = settings or Settings()
+    settings.require_callback_keys()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = CALLBACK_BODY_LIMIT
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["recorder"] = Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessions(engine),
+        store=open_store(settings),
+        publisher=publisher or Publisher(settings),
+    )
+
+    from recorder.api import broadcasts, health
+    from recorder.callbacks import views as callbacks
+
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(broadcasts.bp)
+    app.register_blueprint(health.bp)
+
+    @app.errorhandler(RecorderError)
+    def _recorder_error(error: RecorderError):  # type: ignore[no-untyped-def]
+        return jsonify(code=error.code, error=error.reason), error.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+        status = error.code or 500
+        return jsonify(code=status, error=error.description), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        return jsonify(code=500, error="internal error"), 500
+
+    return app

@@ -1,0 +1,1 @@
+"""Callback providers: each turns a request body into verified, typed events."""

@@ -1,0 +1,77 @@
+"""Tencent CSS event notifications: strict JSON, ``sign == MD5(key + t)``, freshness.
+
+The sign does not cover the body, so everything in it stays untrusted after
+verification; it only proves the sender knew a key before ``t`` expired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from recorder.errors import BadSign, ExpiredSign, MalformedCallback
+
+# Tencent sets t to now + 10 min; anything further ahead was not minted by it.
+MAX_T_AHEAD = 600
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedCallback(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a body that must be one JSON object with unique keys."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedCallback("body is not valid UTF-8") from None
+    try:
+        body = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as error:
+        if isinstance(error, MalformedCallback):
+            raise
+        raise MalformedCallback(f"body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise MalformedCallback("body must be a JSON object")
+    return body
+
+
+def expected_sign(key: str, t: str) -> str:
+    return hashlib.md5((key + t).encode()).hexdigest()
+
+
+def verify_sign(body: dict[str, Any], keys: tuple[str, ...], *, now: float, skew: float) -> None:
+    """Raise ``BadSign``/``ExpiredSign`` unless one key signed ``t`` and ``t`` is fresh."""
+    sign, t = body.get("sign"), body.get("t")
+    if not isinstance(sign, str) or not sign:
+        raise BadSign("sign is missing or not a string")
+    if isinstance(t, bool) or not isinstance(t, (int, str)):
+        raise BadSign("t is missing or not an integer")
+    t_text = str(t)
+    if not t_text.isdigit():
+        raise BadSign("t is not an integer")
+    expiry = int(t_text)
+    if expiry + skew < now:
+        raise ExpiredSign("t has expired")
+    if expiry > now + MAX_T_AHEAD + skew:
+        raise ExpiredSign("t is too far in the future")
+    # Check every key so the time taken does not reveal which one matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(expected_sign(key, t_text), sign.lower())
+    if not matched:
+        raise BadSign("sign does not match")
+
+
+def dedupe_key(body: dict[str, Any]) -> str:
+    """Content identity of a callback: retries change ``t`` and ``sign`` only."""
+    content = {k: v for k, v in body.items() if k not in ("sign", "t")}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,218 @@
+"""Typed events: what a verified callback means, whichever provider sent it.
+
+Tencent CSS bodies are validated with pydantic in lax mode, so numbers sent as
+strings are accepted; anything truly malformed raises ``MalformedCallback``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recorder.errors import MalformedCallback
+
+
+class MediaFormat(StrEnum):
+    MP4 = "mp4"
+    FLV = "flv"
+    HLS = "hls"
+    AAC = "aac"
+
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    """A recorded file, provider-agnostic: what grouping and stitching need."""
+
+    source_key: str  # provider-scoped identity, the dedupe key of a fragment
+    app: str
+    appname: str
+    stream_id: str
+    format: MediaFormat
+    start: float  # UNIX seconds
+    end: float
+    duration: float
+    file_size: int | None
+    url: str
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PushSignal:
+    """A push started (``live=True``) or was interrupted."""
+
+    app: str
+    appname: str
+    stream_id: str
+    sequence: str
+    at: float
+    live: bool
+
+
+@dataclass(frozen=True)
+class RecordSignal:
+    """Recording status (event 332); ``record_ended`` closes a session."""
+
+    app: str
+    appname: str
+    stream_id: str
+    session_id: str | None
+    event: str
+    at: float
+
+
+Event = FragmentInfo | PushSignal | RecordSignal | None
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    appid: int | None = None
+    app: str = ""
+    appname: str = ""
+    stream_id: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("stream_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class RecordingFileBody(_Body):
+    """Tencent CSS event_type 100."""
+
+    file_id: str = Field(min_length=1, max_length=256)
+    file_format: MediaFormat
+    start_time: float = Field(ge=0)
+    end_time: float = Field(ge=0)
+    start_time_usec: int = Field(0, ge=0, lt=1_000_000)
+    end_time_usec: int = Field(0, ge=0, lt=1_000_000)
+    duration: float | None = Field(None, ge=0)
+    file_size: int | None = Field(None, ge=0)
+    video_url: str = Field(min_length=1, max_length=4096)
+    callback_ext: str | dict[str, Any] | None = None
+
+    @field_validator("file_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("file_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("video_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+    def session_id(self) -> str | None:
+        ext = self.callback_ext
+        if isinstance(ext, str):
+            try:
+                ext = json.loads(ext)
+            except ValueError:
+                return None  # kept raw in the stored event
+        if isinstance(ext, dict) and ext.get("session_id") not in (None, ""):
+            return str(ext["session_id"])
+        return None
+
+    def to_fragment(self) -> FragmentInfo:
+        start = self.start_time + self.start_time_usec / 1e6
+        end = self.end_time + self.end_time_usec / 1e6
+        if end < start:
+            raise ValueError("end_time is before start_time")
+        return FragmentInfo(
+            source_key=f"tencent:{self.file_id}",
+            app=self.app,
+            appname=self.appname,
+            stream_id=self.stream_id,
+            format=self.file_format,
+            start=start,
+            end=end,
+            duration=self.duration if self.duration is not None else end - start,
+            file_size=self.file_size,
+            url=self.video_url,
+            session_id=self.session_id(),
+        )
+
+
+class PushBody(_Body):
+    """Tencent CSS event_type 1 (push started) and 0 (push interrupted)."""
+
+    event_type: Literal[0, 1]
+    sequence: str = Field(min_length=1, max_length=128)
+    event_time: float = Field(ge=0)
+
+    @field_validator("sequence", mode="before")
+    @classmethod
+    def _seq_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class RecordStatusBody(_Body):
+    """Tencent CSS event_type 332."""
+
+    domain: str = ""
+    record_event: str = Field(min_length=1, max_length=64)
+    session_id: str | None = None
+    event_time: float = Field(ge=0)
+
+    @field_validator("session_id", mode="before")
+    @classmethod
+    def _session_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+def _reason(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{field}: {first['msg']}"
+
+
+def parse_tencent(body: dict[str, Any]) -> Event:
+    """Turn a verified CSS body into an event; ``None`` for types we only store."""
+    event_type = body.get("event_type")
+    try:
+        event_type = int(event_type)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise MalformedCallback("event_type: must be an integer") from None
+    try:
+        if event_type == 100:
+            return RecordingFileBody.model_validate(body).to_fragment()
+        if event_type in (0, 1):
+            push = PushBody.model_validate({**body, "event_type": event_type})
+            return PushSignal(
+                push.app, push.appname, push.stream_id, push.sequence, push.event_time, event_type == 1
+            )
+        if event_type == 332:
+            status = RecordStatusBody.model_validate(body)
+            return RecordSignal(
+                status.app or status.domain,
+                status.appname,
+                status.stream_id,
+                status.session_id,
+                status.record_event,
+                status.event_time,
+            )
+        if event_type == 200:
+            _Body.model_validate(body)
+        return None
+    except ValidationError as error:
+        raise MalformedCallback(_reason(error)) from None
+    except ValueError as error:
+        raise MalformedCallback(str(error)) from None

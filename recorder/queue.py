@@ -1,0 +1,64 @@
+"""Publishing work to Celery by task name, so the web side never imports the worker.
+
+The database is the source of truth: a publish that fails is only logged, and the
+periodic sweep sends the work again once the broker is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from recorder.config import Settings
+
+log = logging.getLogger(__name__)
+
+HANDLE_EVENT = "recorder.handle_event"
+STITCH = "recorder.stitch"
+SWEEP = "recorder.sweep"
+
+EVENTS_QUEUE = "events"
+MEDIA_QUEUE = "media"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Settings shared by the publisher and the worker."""
+    # Redis redelivers a message not acked within the visibility timeout, so it
+    # must exceed the longest task; tasks are killed well before that.
+    visibility = max(2 * settings.ffmpeg_timeout, 2 * settings.lease_seconds, 3600) + 600
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_timeout": 2,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        },
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": visibility // 2 - 60,
+        "task_default_queue": EVENTS_QUEUE,
+        "task_routes": {STITCH: {"queue": MEDIA_QUEUE}},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+
+
+class Publisher:
+    def __init__(self, settings: Settings) -> None:
+        self.celery = Celery("recorder-publisher")
+        self.celery.conf.update(celery_config(settings))
+
+    def send(self, task: str, *args: Any) -> bool:
+        """Publish without blocking the caller for long; False when the broker is down."""
+        try:
+            self.celery.send_task(task, args=args, retry=False)
+        except Exception as error:  # broker down: the sweep will deliver it
+            log.warning("could not publish %s%r: %s", task, args, error)
+            return False
+        return True

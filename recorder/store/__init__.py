@@ -1,0 +1,1 @@
+"""The durable event store: models, engine, migrations and repositories."""

@@ -1,0 +1,62 @@
+"""Shared fixtures: real redis-server, real media over HTTP, a fresh app per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from recorder.app import create_app
+from recorder.config import Settings
+from recorder.demo import make_clip, media_server, redis_server
+
+from tests.factories import ADMIN, KEY, READER
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Clips made once per session: three 6 s MP4s."""
+    root = tmp_path_factory.mktemp("media")
+    for i in range(3):
+        make_clip(root / f"clip{i}.mp4", 6, tone=300 + 100 * i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def media_url(media_dir: Path) -> Iterator[str]:
+    with media_server(media_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, media_url: str) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'recorder.db'}",
+        storage_url=f"file://{tmp_path / 'archive'}",
+        broker_url=redis_url,
+        callback_keys=(KEY, "old-rotated-key"),
+        api_tokens=(ADMIN, f"{READER}:read"),
+        media_hosts=("*.myqcloud.com", media_url.removeprefix("http://")),
+        work_dir=tmp_path / "work",
+        reconnect_window=300,
+        settle_seconds=600,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

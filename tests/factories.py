@@ -1,0 +1,34 @@
+"""Test data: signed callback bodies built from the shared samples."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from recorder.callbacks.tencent import expected_sign
+
+DATA = Path(__file__).with_name("data")
+KEY = "test-callback-key"
+ADMIN = "admin-token"
+READER = "reader-token"
+
+
+def sample(name: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((DATA / name).read_text()))
+
+
+def signed(body: dict[str, Any], *, key: str = KEY, t: int | None = None) -> dict[str, Any]:
+    t = int(time.time()) + 600 if t is None else t
+    return {**body, "t": t, "sign": expected_sign(key, str(t))}
+
+
+def record_body(**overrides: Any) -> dict[str, Any]:
+    """A signed event_type 100 body built from the shared sample."""
+    return signed({**sample("css-record-mp4.json"), **overrides})
+
+
+def auth(token: str = ADMIN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
