@@ -1,0 +1,115 @@
+"""Grouping: pure partition, and the database's incremental grouping agrees with it."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from recorder.grouping import Gap, gaps, group_fragments, within_window
+from recorder.store import repository
+from recorder.store.db import make_engine, make_sessions, migrate, transaction
+from recorder.store.models import Event, Fragment
+
+WINDOW = 300.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    source_key: str
+    stream: str
+    start: float
+    end: float
+
+
+def key(piece: Piece) -> str:
+    return piece.stream
+
+
+pieces = st.lists(
+    st.builds(
+        lambda n, stream, start, length: Piece(f"f{n}", stream, float(start), float(start + length)),
+        st.integers(0, 10_000),
+        st.sampled_from(["a", "b"]),
+        st.integers(0, 20_000),
+        st.integers(1, 2_000),
+    ),
+    max_size=25,
+    unique_by=lambda p: p.source_key,
+)
+
+
+def partition(groups: list[list[Piece]]) -> set[frozenset[str]]:
+    return {frozenset(p.source_key for p in group) for group in groups}
+
+
+def test_gap_within_window_joins_and_beyond_splits() -> None:
+    a, b, c = Piece("1", "s", 0, 6), Piece("2", "s", 8, 14), Piece("3", "s", 400, 406)
+    groups = group_fragments([c, b, a], WINDOW, key)
+    assert partition(groups) == {frozenset({"1", "2"}), frozenset({"3"})}
+    assert [p.source_key for p in groups[0]] == ["1", "2"]
+
+
+def test_bridging_fragment_merges_two_groups() -> None:
+    a, c = Piece("1", "s", 0, 10), Piece("3", "s", 700, 710)
+    assert len(group_fragments([a, c], WINDOW, key)) == 2
+    bridge = Piece("2", "s", 300, 400)
+    assert len(group_fragments([a, c, bridge], WINDOW, key)) == 1
+
+
+def test_gaps_and_window_predicate() -> None:
+    assert gaps([Piece("2", "s", 8, 14), Piece("1", "s", 0, 6), Piece("3", "s", 5, 7)]) == [Gap(7, 8)]
+    assert within_window(0, 10, 310, 320, 300)
+    assert not within_window(0, 10, 311, 320, 300)
+
+
+@given(pieces, st.randoms(use_true_random=False), st.integers(0, 3))
+def test_grouping_ignores_order_and_duplicates(items: list[Piece], rnd, dupes: int) -> None:  # type: ignore[no-untyped-def]
+    shuffled = items + [rnd.choice(items) for _ in range(dupes if items else 0)]
+    rnd.shuffle(shuffled)
+    assert partition(group_fragments(shuffled, WINDOW, key)) == partition(group_fragments(items, WINDOW, key))
+
+
+@given(pieces)
+def test_groups_are_separated_by_more_than_the_window(items: list[Piece]) -> None:
+    groups = group_fragments(items, WINDOW, key)
+    for group in groups:
+        covered = group[0].end
+        for piece in group[1:]:
+            assert piece.start - covered <= WINDOW
+            covered = max(covered, piece.end)
+    assert sum(len(g) for g in groups) == len(items)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces, st.randoms(use_true_random=False))
+def test_database_grouping_in_any_arrival_order_equals_pure_grouping(items: list[Piece], rnd) -> None:  # type: ignore[no-untyped-def]
+    arrival = list(items)
+    rnd.shuffle(arrival)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/g.db")
+        migrate(engine)
+        sessions = make_sessions(engine)
+        for n, piece in enumerate(arrival):
+            with transaction(sessions) as session:
+                event = Event(provider="t", event_type="100", dedupe_key=piece.source_key, body="{}", received_at=0)
+                session.add(event)
+                session.flush()
+                fragment = Fragment(
+                    source_key=piece.source_key, event_id=event.id, app="d", appname="live", stream_id=piece.stream,
+                    format="mp4", start=piece.start, end=piece.end, duration=piece.end - piece.start, url="http://x/",
+                    received_at=0,
+                )
+                session.add(fragment)
+                session.flush()
+                repository.assign_fragment(session, fragment, window=WINDOW, now=float(n))
+        with sessions() as session:
+            rows = session.execute(select(Fragment.broadcast_id, Fragment.source_key)).all()
+        engine.dispose()
+    stored: dict[str, set[str]] = {}
+    for broadcast_id, source_key in rows:
+        stored.setdefault(broadcast_id, set()).add(source_key)
+    assert {frozenset(s) for s in stored.values()} == partition(group_fragments(items, WINDOW, key))
