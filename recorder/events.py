@@ -196,9 +196,7 @@ def parse_tencent(body: dict[str, Any]) -> Event:
             return RecordingFileBody.model_validate(body).to_fragment()
         if event_type in (0, 1):
             push = PushBody.model_validate({**body, "event_type": event_type})
-            return PushSignal(
-                push.app, push.appname, push.stream_id, push.sequence, push.event_time, event_type == 1
-            )
+            return PushSignal(push.app, push.appname, push.stream_id, push.sequence, push.event_time, event_type == 1)
         if event_type == 332:
             status = RecordStatusBody.model_validate(body)
             return RecordSignal(

@@ -14,6 +14,7 @@ DATA = Path(__file__).with_name("data")
 KEY = "test-callback-key"
 ADMIN = "admin-token"
 READER = "reader-token"
+BUCKET = "archive"
 
 
 def sample(name: str) -> dict[str, Any]:

@@ -99,8 +99,16 @@ def test_database_grouping_in_any_arrival_order_equals_pure_grouping(items: list
                 session.add(event)
                 session.flush()
                 fragment = Fragment(
-                    source_key=piece.source_key, event_id=event.id, app="d", appname="live", stream_id=piece.stream,
-                    format="mp4", start=piece.start, end=piece.end, duration=piece.end - piece.start, url="http://x/",
+                    source_key=piece.source_key,
+                    event_id=event.id,
+                    app="d",
+                    appname="live",
+                    stream_id=piece.stream,
+                    format="mp4",
+                    start=piece.start,
+                    end=piece.end,
+                    duration=piece.end - piece.start,
+                    url="http://x/",
                     received_at=0,
                 )
                 session.add(fragment)

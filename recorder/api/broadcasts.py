@@ -106,7 +106,8 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
     if detail:
         result["fragments"] = [fragment_json(f) for f in broadcast.fragments]
         result["gaps"] = [
-            {"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)} for g in gaps(broadcast.fragments)
+            {"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)}
+            for g in gaps(broadcast.fragments)
         ]
         result["archive"] = archives[-1] if archives else None
         result["archives"] = archives
@@ -131,7 +132,10 @@ def list_broadcasts() -> dict[str, Any]:
         rows = list(session.execute(query).scalars())
         items = [broadcast_json(b, detail=True) for b in rows[:limit]]
     more = len(rows) > limit
-    return {"items": items, "next_cursor": encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if more else None}
+    return {
+        "items": items,
+        "next_cursor": encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if more else None,
+    }
 
 
 def _get_broadcast(session: Session, broadcast_id: str) -> Broadcast:

@@ -3,7 +3,17 @@ on SQLite and PostgreSQL alike; the API renders them as ISO 8601 UTC."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -75,9 +85,7 @@ class Broadcast(Base):
     fragments: Mapped[list[Fragment]] = relationship(
         back_populates="broadcast", order_by="(Fragment.start, Fragment.id)"
     )
-    archives: Mapped[list[Archive]] = relationship(
-        back_populates="broadcast", order_by="Archive.version"
-    )
+    archives: Mapped[list[Archive]] = relationship(back_populates="broadcast", order_by="Archive.version")
 
 
 class Fragment(Base):

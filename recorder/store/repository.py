@@ -81,7 +81,12 @@ def store_callback(
 
 
 def _lock_stream(session: Session, fragment: Fragment) -> Stream:
-    values = {"app": fragment.app, "appname": fragment.appname, "stream_id": fragment.stream_id, "format": fragment.format}
+    values = {
+        "app": fragment.app,
+        "appname": fragment.appname,
+        "stream_id": fragment.stream_id,
+        "format": fragment.format,
+    }
     _insert_ignore(session, Stream, {**values, "live": False})
     query = select(Stream).filter_by(**values).with_for_update()
     return session.execute(query).scalar_one()
@@ -118,7 +123,9 @@ def assign_fragment(session: Session, fragment: Fragment, *, window: float, now:
             .order_by(Broadcast.version.desc(), Broadcast.created_at, Broadcast.id)
         ).scalars()
     )
-    candidates = [b for b in candidates if within_window(b.started_at, b.ended_at, fragment.start, fragment.end, window)]
+    candidates = [
+        b for b in candidates if within_window(b.started_at, b.ended_at, fragment.start, fragment.end, window)
+    ]
     if not candidates:
         broadcast = Broadcast(
             id=new_broadcast_id(),
@@ -176,7 +183,10 @@ def sweep(session: Session, *, settle: float, lease: float, now: float, event_gr
     """Find stored-but-unhandled events, settle quiet broadcasts, pick due stitches."""
     events = list(
         session.execute(
-            select(Event.id).where(Event.handled_at.is_(None), Event.received_at <= now - event_grace).order_by(Event.id).limit(1000)
+            select(Event.id)
+            .where(Event.handled_at.is_(None), Event.received_at <= now - event_grace)
+            .order_by(Event.id)
+            .limit(1000)
         ).scalars()
     )
     quiet_since = func.max(Broadcast.ended_at, Broadcast.last_callback_at)
@@ -245,7 +255,9 @@ def acquire_lease(session: Session, broadcast_id: str, *, owner: str, lease: flo
         return None
     broadcast = session.get_one(Broadcast, broadcast_id, populate_existing=True)
     fragments = list(
-        session.execute(select(Fragment).filter_by(broadcast_id=broadcast_id).order_by(Fragment.start, Fragment.id)).scalars()
+        session.execute(
+            select(Fragment).filter_by(broadcast_id=broadcast_id).order_by(Fragment.start, Fragment.id)
+        ).scalars()
     )
     return StitchJob(
         broadcast.id,
@@ -263,7 +275,9 @@ def acquire_lease(session: Session, broadcast_id: str, *, owner: str, lease: flo
 def renew_lease(session: Session, broadcast_id: str, *, owner: str, lease: float, now: float) -> bool:
     return bool(
         session.execute(
-            update(Broadcast).where(Broadcast.id == broadcast_id, Broadcast.lease_owner == owner).values(lease_until=now + lease)
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.lease_owner == owner)
+            .values(lease_until=now + lease)
         ).rowcount
     )
 
@@ -345,7 +359,9 @@ def broadcasts_query(
     return query.order_by(Broadcast.started_at.desc(), Broadcast.id.desc())
 
 
-def fragments_query(*, stream_id: str | None, since: float | None, until: float | None, after: tuple[float, int] | None) -> Select[tuple[Fragment]]:
+def fragments_query(
+    *, stream_id: str | None, since: float | None, until: float | None, after: tuple[float, int] | None
+) -> Select[tuple[Fragment]]:
     query = select(Fragment)
     if stream_id is not None:
         query = query.where(Fragment.stream_id == stream_id)

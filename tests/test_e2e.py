@@ -1,0 +1,109 @@
+"""End to end: `recorder serve` and `recorder worker` as processes, over HTTP, into S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from recorder import stitch
+from recorder.demo import free_port, process, wait_for
+from tests.factories import ADMIN, BUCKET, KEY, record_body
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def service(tmp_path: Path, redis_url: str, s3_server: str, media_url: str) -> Iterator[str]:
+    """serve + worker processes sharing a SQLite database, Redis and the S3 server."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECORDER_DATABASE_URL": f"sqlite:///{tmp_path / 'recorder.db'}",
+        "RECORDER_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/3",
+        "RECORDER_STORAGE_URL": f"s3://{BUCKET}/e2e",
+        "RECORDER_S3_ENDPOINT_URL": s3_server,
+        "RECORDER_CALLBACK_KEYS": KEY,
+        "RECORDER_API_TOKENS": ADMIN,
+        "RECORDER_MEDIA_HOSTS": media_url.removeprefix("http://"),
+        "RECORDER_WORK_DIR": str(tmp_path / "work"),
+        "RECORDER_SETTLE_SECONDS": "2",
+        "RECORDER_SWEEP_SECONDS": "1",
+    }
+    cli = [sys.executable, "-m", "recorder.cli"]
+    with ExitStack() as stack:
+        stack.enter_context(process([*cli, "serve", "--port", str(port)], env, tmp_path / "serve.log"))
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).raise_for_status(), what="recorder serve")
+        stack.enter_context(process([*cli, "worker", "--concurrency=2"], env, tmp_path / "worker.log"))
+        yield base
+    for name in ("serve.log", "worker.log"):  # shown by pytest when the test fails
+        print(f"--- {name}\n{(tmp_path / name).read_text()[-4000:]}")
+
+
+def archived(base: str, stream_id: str) -> dict[str, Any]:
+    answer = requests.get(
+        f"{base}/v1/broadcasts",
+        params={"stream_id": stream_id},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=5,
+    )
+    items = answer.json()["items"]
+    if items and items[0]["status"] == "failed":
+        pytest.fail(f"broadcast failed: {items[0]['error']}")
+    if not items or items[0]["status"] != "archived":
+        raise RuntimeError("not yet")
+    return answer.json()
+
+
+def test_three_mp4_fragments_become_one_archive_in_s3(
+    service: str, media_url: str, media_dir: Path, s3_server: str, tmp_path: Path
+) -> None:
+    stream_id = "court_hearing_0042"
+    start = 1_790_000_000
+    bodies = [
+        record_body(
+            stream_id=stream_id,
+            file_id=f"e2e-{i}",
+            video_url=f"{media_url}/clip{i}.mp4",
+            file_size=(media_dir / f"clip{i}.mp4").stat().st_size,
+            start_time=start + 8 * i,
+            end_time=start + 8 * i + 6,
+            duration=6,
+            start_time_usec=0,
+            end_time_usec=0,
+        )
+        for i in range(3)
+    ] * 2
+    random.shuffle(bodies)
+    for body in bodies:
+        answer = requests.post(f"{service}/v1/callbacks/tencent", json=body, timeout=10)
+        assert answer.status_code == 200 and answer.json() == {"code": 0}
+
+    assert requests.get(f"{service}/v1/broadcasts", timeout=5).status_code == 401
+    listed = wait_for(lambda: archived(service, stream_id), what="the archive", timeout=120)
+    assert len(listed["items"]) == 1
+    broadcast = listed["items"][0]
+    assert len(broadcast["fragments"]) == 3 and len(broadcast["gaps"]) == 2
+
+    key = broadcast["archive"]["key"]
+    assert key == f"e2e/push.example.com/{stream_id}/2026/09/21/{broadcast['id']}-v1.mp4"
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    local = tmp_path / "archive.mp4"
+    s3.download_file(BUCKET, key, str(local))
+    facts = stitch.probe(local)
+    assert facts.duration == pytest.approx(18, abs=1) and facts.video and facts.audio
+    assert local.stat().st_size == broadcast["archive"]["size"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key.removesuffix(".mp4") + ".json")["Body"].read())
+    assert [f["source_key"] for f in manifest["fragments"]] == ["tencent:e2e-0", "tencent:e2e-1", "tencent:e2e-2"]
+    presigned = requests.get(broadcast["archive"]["url"], timeout=10)
+    assert presigned.status_code == 200 and len(presigned.content) == broadcast["archive"]["size"]

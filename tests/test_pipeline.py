@@ -1,0 +1,166 @@
+"""The worker's steps in-process: handle, settle, lease, fetch, stitch, archive."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from recorder import fetch, pipeline, stitch
+from recorder.config import Settings
+from recorder.demo import free_port
+from recorder.store.db import transaction
+from recorder.store.models import Broadcast, Event
+from tests.factories import auth, record_body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def send_fragments(
+    client: FlaskClient,
+    media_url: str,
+    media_dir: Path,
+    *,
+    stream_id: str,
+    gap: float = 2,
+    start: float | None = None,
+    clips: range = range(3),
+    copies: int = 2,
+) -> None:
+    """Signed callbacks for 6 s clips with ``gap`` seconds between them, shuffled."""
+    start = time.time() - 60 if start is None else start
+    bodies = [
+        record_body(
+            stream_id=stream_id,
+            channel_id=stream_id,
+            file_id=f"{stream_id}-{i}",
+            record_file_id=f"{stream_id}-{i}",
+            video_url=f"{media_url}/clip{i}.mp4",
+            file_size=(media_dir / f"clip{i}.mp4").stat().st_size,
+            start_time=int(start + i * (6 + gap)),
+            end_time=int(start + i * (6 + gap) + 6),
+            duration=6,
+            start_time_usec=0,
+            end_time_usec=0,
+        )
+        for i in clips
+    ] * copies
+    random.shuffle(bodies)
+    for body in bodies:
+        assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
+
+
+def run_until_quiet(ctx: pipeline.Context, clock: Clock) -> list[str]:
+    """What the beat would do: handle events, settle, stitch what is due."""
+    outcomes = []
+    clock.now += ctx.settings.settle_seconds + 60
+    work = pipeline.sweep(ctx)
+    for event_id in work.events:
+        pipeline.handle_event(ctx, event_id)
+    work = pipeline.sweep(ctx)
+    for broadcast_id in work.stitches:
+        outcomes.append(pipeline.stitch_broadcast(ctx, broadcast_id))
+    return outcomes
+
+
+@pytest.fixture
+def ctx(settings: Settings, client: FlaskClient) -> pipeline.Context:
+    context = pipeline.Context.build(settings)
+    context.clock = Clock()
+    return context
+
+
+def test_three_fragments_shuffled_twice_make_one_verified_archive(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    send_fragments(client, media_url, media_dir, stream_id="class_math_01")
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+
+    listed = client.get("/v1/broadcasts", query_string={"stream_id": "class_math_01"}, headers=auth()).get_json()
+    assert len(listed["items"]) == 1 and listed["next_cursor"] is None
+    broadcast = listed["items"][0]
+    assert broadcast["status"] == "archived" and broadcast["version"] == 1
+    assert len(broadcast["fragments"]) == 3
+    assert [g["seconds"] for g in broadcast["gaps"]] == [2.0, 2.0]
+    archive = broadcast["archive"]
+    path = ctx.store.local_path(archive["key"])
+    assert path is not None and path.stat().st_size == archive["size"]
+    assert archive["key"].startswith("push.example.com/class_math_01/") and archive["key"].endswith("-v1.mp4")
+    facts = stitch.probe(path)
+    assert facts.duration == pytest.approx(18, abs=1)
+    assert facts.video and facts.audio
+    manifest = json.loads(ctx.store.local_path(archive["manifest_key"]).read_text())  # type: ignore[union-attr]
+    assert [f["offset"] for f in manifest["fragments"]] == pytest.approx([0, 6, 12], abs=0.2)
+    assert len(manifest["gaps"]) == 2 and manifest["ffmpeg"]["mode"] == "copy"
+    assert all(len(f["sha256"]) == 64 and f["probe"]["video"] for f in manifest["fragments"])
+
+    # Idempotent: nothing more to do, and a second stitch task is a no-op.
+    assert run_until_quiet(ctx, ctx.clock) == []  # type: ignore[arg-type]
+    assert pipeline.stitch_broadcast(ctx, broadcast["id"]) == "skipped"
+
+
+def test_events_are_handled_once_and_the_sweep_finds_unhandled_ones(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    send_fragments(client, media_url, media_dir, stream_id="s", clips=range(1), copies=1)
+    ctx.clock.now += 10  # type: ignore[attr-defined]
+    work = pipeline.sweep(ctx)
+    assert len(work.events) == 1
+    assert pipeline.handle_event(ctx, work.events[0]) is True
+    assert pipeline.handle_event(ctx, work.events[0]) is False
+    assert pipeline.sweep(ctx).events == []
+
+
+def test_a_held_lease_stops_a_second_worker(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    send_fragments(client, media_url, media_dir, stream_id="s", clips=range(1), copies=1)
+    ctx.clock.now += 700  # type: ignore[attr-defined]
+    for event_id in pipeline.sweep(ctx).events:
+        pipeline.handle_event(ctx, event_id)
+    (broadcast_id,) = pipeline.sweep(ctx).stitches
+    from recorder.store import repository
+
+    with transaction(ctx.sessions) as session:
+        assert repository.acquire_lease(session, broadcast_id, owner="other", lease=300, now=ctx.clock()) is not None
+    assert pipeline.stitch_broadcast(ctx, broadcast_id) == "skipped"
+
+
+def test_host_outside_allowlist_fails_the_broadcast_with_a_reason(client: FlaskClient, ctx: pipeline.Context) -> None:
+    body = record_body(stream_id="evil", video_url="http://evil.example/a.mp4")
+    assert client.post("/v1/callbacks/tencent", json=body).status_code == 200  # stored, never fetched
+    assert run_until_quiet(ctx, ctx.clock) == ["failed"]  # type: ignore[arg-type]
+    with ctx.sessions() as session:
+        broadcast = session.execute(select(Broadcast)).scalar_one()
+        assert broadcast.status == "failed"
+        assert "evil.example" in (broadcast.error or "") and "RECORDER_MEDIA_HOSTS" in (broadcast.error or "")
+        assert session.execute(select(Event)).scalar_one().handled_at is not None
+
+
+def test_unreachable_media_is_retried_with_backoff_then_failed(client: FlaskClient, ctx: pipeline.Context) -> None:
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there: connection refused, for real
+    ctx.allow = fetch.HostAllowlist((*ctx.settings.media_hosts, closed))
+    assert client.post("/v1/callbacks/tencent", json=record_body(video_url=f"http://{closed}/a.mp4")).status_code == 200
+    assert run_until_quiet(ctx, ctx.clock) == ["stitching"]  # type: ignore[arg-type]
+    with ctx.sessions() as session:
+        broadcast = session.execute(select(Broadcast)).scalar_one()
+        assert broadcast.status == "stitching" and broadcast.error.startswith("retrying")  # type: ignore[union-attr]
+        assert broadcast.next_attempt_at > ctx.clock()  # type: ignore[operator]
+    # Retries continue until the retry window has passed, then the broadcast fails.
+    outcomes = []
+    for _ in range(12):
+        ctx.clock.now += ctx.settings.retry_seconds / 4 + 1  # type: ignore[attr-defined]
+        outcomes += [pipeline.stitch_broadcast(ctx, b) for b in pipeline.sweep(ctx).stitches]
+    assert outcomes[-1] == "failed" and outcomes.count("failed") == 1
+    assert set(outcomes[:-1]) == {"stitching"}

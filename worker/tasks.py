@@ -1,0 +1,35 @@
+"""Thin tasks: translate a message into a pipeline call. All state is in the database."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from recorder import pipeline
+from recorder.config import Settings
+from recorder.queue import HANDLE_EVENT, STITCH, SWEEP
+from worker.celery_app import app
+
+
+@cache
+def context() -> pipeline.Context:
+    return pipeline.Context.build(Settings())
+
+
+@app.task(name=HANDLE_EVENT)
+def handle_event(event_id: int) -> bool:
+    return pipeline.handle_event(context(), event_id)
+
+
+@app.task(name=STITCH)
+def stitch(broadcast_id: str) -> str:
+    return pipeline.stitch_broadcast(context(), broadcast_id)
+
+
+@app.task(name=SWEEP)
+def sweep() -> dict[str, int]:
+    work = pipeline.sweep(context())
+    for event_id in work.events:
+        handle_event.delay(event_id)
+    for broadcast_id in work.stitches:
+        stitch.delay(broadcast_id)
+    return {"events": len(work.events), "stitches": len(work.stitches)}
