@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import ffmpeg
 import requests
 
 from recorder.callbacks.tencent import expected_sign
+from recorder.samples import make_clip
 
 GAP_SECONDS = 2
 
@@ -38,24 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def make_clip(path: Path, seconds: float, *, size: str = "320x240", rate: int = 25, tone: int = 440) -> Path:
-    """A small H.264 + AAC MP4 made by ffmpeg: a test pattern and a tone."""
-    video = ffmpeg.input(f"testsrc=size={size}:rate={rate}:duration={seconds}", f="lavfi")
-    audio = ffmpeg.input(f"sine=frequency={tone}:sample_rate=44100:duration={seconds}", f="lavfi")
-    ffmpeg.output(
-        video,
-        audio,
-        str(path),
-        vcodec="libx264",
-        preset="ultrafast",
-        pix_fmt="yuv420p",
-        acodec="aac",
-        g=rate,
-        movflags="+faststart",
-    ).overwrite_output().run(quiet=True)
-    return path
 
 
 @contextmanager
@@ -171,7 +153,7 @@ def _run(fragments: int, seconds: int) -> int:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recorder-demo-")))
         print(f"making {fragments} sample fragments of {seconds} s with ffmpeg ...")
-        clips = [make_clip(scratch / f"frag{i}.mp4", seconds, tone=440 + 110 * i) for i in range(fragments)]
+        clips = [make_clip(scratch / f"frag{i}.mp4", seconds, tone=440 + 110 * i, faststart=True) for i in range(fragments)]
         media = stack.enter_context(media_server(scratch))
         broker = os.environ.get("RECORDER_BROKER_URL") or stack.enter_context(redis_server())
         port = free_port()

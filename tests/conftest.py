@@ -14,7 +14,8 @@ from moto.server import ThreadedMotoServer
 
 from recorder.app import create_app
 from recorder.config import Settings
-from recorder.demo import make_clip, media_server, redis_server
+from recorder.demo import media_server, redis_server
+from recorder.samples import make_clip
 from tests.factories import ADMIN, BUCKET, KEY, READER
 
 
