@@ -51,11 +51,12 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         publisher=publisher or Publisher(settings),
     )
 
-    from recorder.api import broadcasts, health
+    from recorder.api import broadcasts, health, jobs
     from recorder.callbacks import views as callbacks
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(broadcasts.bp)
+    app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
 
     @app.errorhandler(RecorderError)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     # Output duration tolerance: absolute seconds plus a fraction of the total.
     duration_tolerance: float = Field(0.5, ge=0)
     duration_tolerance_ratio: float = Field(0.001, ge=0)
+    max_join_drift: float = Field(0.1, gt=0)
+    # "auto": MP4 for video, M4A for audio-only; "keep": the fragments' own container.
+    output_container: Literal["auto", "keep"] = "auto"
+    # "remux": HLS becomes MP4; "playlist": one VOD playlist with EXT-X-DISCONTINUITY at the joins.
+    hls_output: Literal["remux", "playlist"] = "remux"
+    # A broken fragment fails its broadcast ("fail") or is left out with the hole recorded ("skip").
+    broken_fragments: Literal["fail", "skip"] = "fail"
+    # Publish an archive that fails verification as "suspect" instead of failing the broadcast.
+    publish_suspect: bool = False
 
     @field_validator("callback_keys", "media_hosts", "api_tokens", mode="before")
     @classmethod

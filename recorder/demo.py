@@ -153,7 +153,9 @@ def _run(fragments: int, seconds: int) -> int:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recorder-demo-")))
         print(f"making {fragments} sample fragments of {seconds} s with ffmpeg ...")
-        clips = [make_clip(scratch / f"frag{i}.mp4", seconds, tone=440 + 110 * i, faststart=True) for i in range(fragments)]
+        clips = [
+            make_clip(scratch / f"frag{i}.mp4", seconds, tone=440 + 110 * i, faststart=True) for i in range(fragments)
+        ]
         media = stack.enter_context(media_server(scratch))
         broker = os.environ.get("RECORDER_BROKER_URL") or stack.enter_context(redis_server())
         port = free_port()

@@ -39,6 +39,9 @@ class FragmentInfo:
     file_size: int | None
     url: str
     session_id: str | None = None
+    # False when the provider could not say when the file was recorded (SRS,
+    # nginx-rtmp): the worker probes it, and it ends when its callback arrived.
+    timed: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """Pure grouping: which recorded fragments make one broadcast.
 
-Fragments with the same grouping key (push domain, path, stream, format) belong
-together when the gap between them is at most the reconnect window. The answer
-depends only on the set of fragments, never on the order they arrived in.
+Two fragments with the same grouping key (push domain, path, stream) are linked
+when the gap between them is at most the reconnect window, or when they carry
+the same recording ``session_id``; a broadcast is a connected set of links.
+Fragments inside a window the app declared belong to it whatever the gaps.
+Connected sets do not depend on the order fragments arrived in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -21,7 +23,13 @@ class Timed(Protocol):
     def end(self) -> float: ...
 
 
-T = TypeVar("T", bound=Timed)
+class Grouped(Timed, Protocol):
+    @property
+    def session_id(self) -> str | None: ...
+
+
+T = TypeVar("T", bound=Grouped)
+P = TypeVar("P", bound=Timed)
 
 
 @dataclass(frozen=True)
@@ -34,31 +42,89 @@ class Gap:
         return self.end - self.start
 
 
+@dataclass(frozen=True)
+class Window:
+    """A span the app declared for one stream: its fragments are one broadcast."""
+
+    stream_id: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a fragment goes on the timeline: ``trim`` seconds already covered by earlier ones."""
+
+    fragment: Timed
+    trim: float
+
+    @property
+    def redundant(self) -> bool:
+        return self.trim >= self.fragment.end - self.fragment.start
+
+
 def within_window(start: float, end: float, other_start: float, other_end: float, window: float) -> bool:
     """True when two time spans overlap or are at most ``window`` seconds apart."""
     return other_start - end <= window and start - other_end <= window
 
 
-def group_fragments(fragments: Iterable[T], window: float, key: Callable[[T], Hashable]) -> list[list[T]]:
+def window_for(start: float, end: float, windows: Iterable[Window]) -> Window | None:
+    """The declared window holding a span's midpoint (the earliest, if windows overlap)."""
+    middle = (start + end) / 2
+    holding = [w for w in windows if w.start <= middle <= w.end]
+    return min(holding, key=lambda w: (w.start, w.end)) if holding else None
+
+
+def group_fragments(
+    fragments: Iterable[T],
+    window: float,
+    key: Callable[[T], Hashable],
+    windows: Sequence[Window] = (),
+    stream_of: Callable[[T], str] = lambda f: str(getattr(f, "stream_id", "")),
+) -> list[list[T]]:
     """Partition fragments into broadcasts, each sorted by start time.
 
-    Duplicates (same ``source_key``) count once. Groups are returned ordered by
-    key and start time, so equal inputs always give equal outputs.
+    Duplicates (same ``source_key``) count once. Groups are ordered by key and
+    start time, so equal inputs always give equal outputs.
     """
-    unique = {f.source_key: f for f in fragments}
-    ordered = sorted(unique.values(), key=lambda f: (repr(key(f)), f.start, f.end, f.source_key))
-    groups: list[list[T]] = []
-    current_key: object = object()
-    current_end = 0.0
-    for fragment in ordered:
-        fragment_key = key(fragment)
-        if groups and fragment_key == current_key and fragment.start - current_end <= window:
-            groups[-1].append(fragment)
-            current_end = max(current_end, fragment.end)
+    unique = sorted({f.source_key: f for f in fragments}.values(), key=lambda f: (f.start, f.end, f.source_key))
+    parent = list(range(len(unique)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    declared: dict[Window, int] = {}
+    free: dict[Hashable, list[int]] = {}
+    for i, fragment in enumerate(unique):
+        chosen = window_for(fragment.start, fragment.end, [w for w in windows if w.stream_id == stream_of(fragment)])
+        if chosen is None:
+            free.setdefault(key(fragment), []).append(i)
+        elif chosen in declared:
+            union(i, declared[chosen])
         else:
-            groups.append([fragment])
-            current_key, current_end = fragment_key, fragment.end
-    return groups
+            declared[chosen] = i
+
+    for members in free.values():
+        covered_until, last = float("-inf"), -1
+        sessions: dict[str, int] = {}
+        for i in members:  # members are in start order
+            fragment = unique[i]
+            if last >= 0 and fragment.start - covered_until <= window:
+                union(i, last)
+            covered_until, last = max(covered_until, fragment.end), i
+            if fragment.session_id:
+                union(i, sessions.setdefault(fragment.session_id, i))
+
+    groups: dict[int, list[T]] = {}
+    for i, fragment in enumerate(unique):
+        groups.setdefault(find(i), []).append(fragment)
+    return sorted(groups.values(), key=lambda g: (repr(key(g[0])), g[0].start, g[0].source_key))
 
 
 def gaps(fragments: Iterable[Timed]) -> list[Gap]:
@@ -70,3 +136,14 @@ def gaps(fragments: Iterable[Timed]) -> list[Gap]:
             result.append(Gap(covered_until, fragment.start))
         covered_until = fragment.end if covered_until is None else max(covered_until, fragment.end)
     return result
+
+
+def timeline(fragments: Iterable[P]) -> list[Placement]:
+    """Fragments in start order, each with the seconds an earlier one already covered."""
+    placements: list[Placement] = []
+    covered_until = float("-inf")
+    for fragment in sorted(fragments, key=lambda f: (f.start, -f.end, f.source_key)):
+        trim = max(0.0, min(covered_until, fragment.end) - fragment.start)
+        placements.append(Placement(fragment, trim))
+        covered_until = max(covered_until, fragment.end)
+    return placements

@@ -24,13 +24,15 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from recorder import archive, fetch, stitch
+from recorder import archive, fetch, jobs, stitch
+from recorder.callbacks import parse_stored
 from recorder.config import Settings
-from recorder.errors import FetchError, StitchError, StorageError
-from recorder.grouping import gaps
+from recorder.errors import FetchError, RecorderError, StitchError, StorageError
+from recorder.grouping import Placement, gaps, timeline
 from recorder.store import repository
 from recorder.store.db import make_engine, make_sessions, migrate, transaction
 from recorder.store.models import Archive, Fragment
+from recorder.timeutil import iso
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,31 @@ class Context:
 
 
 def handle_event(ctx: Context, event_id: int) -> bool:
+    """Group a stored event's fragment or apply its signal; False if already handled."""
+    with ctx.sessions() as session:
+        fragment = repository.fragment_of_event(session, event_id)
+    if fragment is not None and not fragment.timed:
+        _time_by_probe(ctx, fragment)
     with transaction(ctx.sessions) as session:
-        return repository.handle_event(session, event_id, window=ctx.settings.reconnect_window, now=ctx.clock())
+        event = repository.unhandled_event(session, event_id)
+        if event is None:
+            return False
+        parsed = parse_stored(event.provider, event.body)
+        repository.handle_event(session, event, parsed, window=ctx.settings.reconnect_window, now=ctx.clock())
+        return True
+
+
+def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
+    """Place an untimed fragment (SRS, nginx-rtmp) on the timeline: it ended when its callback came.
+
+    A transient download error propagates, so the event stays unhandled and is retried.
+    """
+    ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="probe-", dir=ctx.settings.work_dir) as work:
+        fetched = _fetch_one(ctx, fragment, Path(work))
+    duration = fetched.facts.duration if fetched.facts else 0.0
+    with transaction(ctx.sessions) as session:
+        repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
 
 
 def sweep(ctx: Context) -> repository.SweepWork:
@@ -71,6 +96,23 @@ def sweep(ctx: Context) -> repository.SweepWork:
         return repository.sweep(
             session, settle=ctx.settings.settle_seconds, lease=ctx.settings.lease_seconds, now=ctx.clock()
         )
+
+
+def queued_jobs(ctx: Context) -> list[str]:
+    """Jobs stored but never started (their publish was lost)."""
+    with ctx.sessions() as session:
+        return jobs.queued_jobs(session, before=ctx.clock() - 5)
+
+
+def run_job(ctx: Context, job_id: str) -> list[str]:
+    """Start a job; returns the broadcasts to stitch (the task fans them out)."""
+    try:
+        with transaction(ctx.sessions) as session:
+            return jobs.start(session, job_id, window=ctx.settings.reconnect_window, now=ctx.clock())
+    except RecorderError as error:
+        with transaction(ctx.sessions) as session:
+            jobs.fail(session, job_id, error.reason, now=ctx.clock())
+        return []
 
 
 @contextmanager
@@ -111,9 +153,9 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
             _lease_renewed(ctx, broadcast_id),
             tempfile.TemporaryDirectory(prefix=f"{broadcast_id}-", dir=ctx.settings.work_dir) as work,
         ):
-            new_archive = _produce_archive(ctx, job, Path(work))
+            archives = _produce_archives(ctx, job, Path(work))
         with transaction(ctx.sessions) as session:
-            recorded = repository.record_archive(session, job, new_archive, owner=ctx.owner, now=ctx.clock())
+            recorded = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
         return "archived" if recorded else "lost-lease"
     except (FetchError, StorageError, StitchError) as error:
         transient = isinstance(error, StorageError) or (isinstance(error, FetchError) and not error.permanent)
@@ -130,40 +172,85 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
             )
 
 
-def _fetch_one(ctx: Context, fragment: Fragment, work: Path, index: int) -> tuple[stitch.StitchInput, fetch.Downloaded]:
-    """Download a fragment and probe it, unless its probe is already known."""
-    label = f"fragment {fragment.id} ({fragment.source_key})"
-    dest = work / f"{index:04d}.{fragment.format}"
-    if fragment.format == "hls":
-        got = fetch.download_hls(
-            fragment.url, work / f"{index:04d}", allow=ctx.allow, timeout=ctx.settings.download_timeout
-        )
-    else:
-        got = fetch.download(
-            fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=ctx.settings.download_timeout
-        )
-    if fragment.probe and fragment.sha256 == got.sha256:
-        facts = stitch.ProbeFacts.from_dict(json.loads(fragment.probe))
-    else:
-        try:
-            facts = stitch.probe(got.path)
-        except StitchError as error:
-            raise StitchError(f"{label}: {error.reason}") from error
+@dataclass(frozen=True)
+class Fetched:
+    """A fragment on local disk with its probe facts, or the reason it is unusable."""
+
+    fragment: Fragment
+    got: fetch.Downloaded | None = None
+    facts: stitch.ProbeFacts | None = None
+    broken: str | None = None
+
+
+def _label(fragment: Fragment) -> str:
+    return f"fragment {fragment.id} ({fragment.source_key})"
+
+
+def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched:
+    """Download a fragment and probe it, unless its probe is already known.
+
+    Transient download errors propagate (the broadcast is retried); a fragment
+    that is permanently unusable comes back with the reason.
+    """
+    timeout = ctx.settings.download_timeout
+    try:
+        if fragment.format == "hls":
+            got = fetch.download_hls(fragment.url, work / f"hls-{fragment.id}", allow=ctx.allow, timeout=timeout)
+        else:
+            dest = work / f"{fragment.id}.{fragment.format}"
+            got = fetch.download(fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout)
+        if fragment.probe and fragment.sha256 == got.sha256:
+            return Fetched(fragment, got, stitch.ProbeFacts.from_dict(json.loads(fragment.probe)))
+        facts = stitch.probe(got.path)
+    except (FetchError, StitchError) as error:
+        if isinstance(error, FetchError) and not error.permanent:
+            raise
         with transaction(ctx.sessions) as session:
-            repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
-    return stitch.StitchInput(path=got.path, probe=facts, label=label), got
+            repository.save_fragment_error(session, fragment.id, error.reason)
+        return Fetched(fragment, broken=f"{_label(fragment)}: {error.reason}")
+    with transaction(ctx.sessions) as session:
+        repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
+    return Fetched(fragment, got, facts)
 
 
-def _produce_archive(ctx: Context, job: repository.StitchJob, work: Path) -> Archive:
+def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> list[Archive]:
+    """One verified, stored archive per recorded format."""
+    if not job.fragments:
+        raise StitchError("no fragments were recorded for this broadcast")
     with ThreadPoolExecutor(max_workers=ctx.settings.download_workers) as pool:
-        fetched = list(pool.map(lambda pair: _fetch_one(ctx, pair[1], work, pair[0]), enumerate(job.fragments)))
-    inputs = [piece for piece, _ in fetched]
-    ext = stitch.output_extension(inputs)
-    result = stitch.stitch(inputs, work / f"out.{ext}", timeout=ctx.settings.ffmpeg_timeout)
-    expected = sum(i.probe.duration for i in inputs)
-    stitch.verify(
-        result, expected, tolerance=ctx.settings.duration_tolerance, ratio=ctx.settings.duration_tolerance_ratio
-    )
+        fetched = list(pool.map(lambda fragment: _fetch_one(ctx, fragment, work), job.fragments))
+    broken = [f.broken for f in fetched if f.broken]
+    if broken and (ctx.settings.broken_fragments == "fail" or len(broken) == len(fetched)):
+        raise StitchError("; ".join(broken))
+    formats = sorted({f.fragment.format for f in fetched})
+    return [_archive_format(ctx, job, [f for f in fetched if f.fragment.format == fmt], work / fmt) for fmt in formats]
+
+
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "m4a": "audio/mp4",
+    "flv": "video/x-flv",
+    "m3u8": "application/vnd.apple.mpegurl",
+    "ts": "video/mp2t",
+}
+
+
+def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetched], work: Path) -> Archive:
+    settings = ctx.settings
+    usable = {f.fragment.id: f for f in fetched if not f.broken}
+    placements = [p for p in timeline(f.fragment for f in usable.values()) if not p.redundant]
+    inputs = [
+        stitch.StitchInput(
+            path=usable[p.fragment.id].got.path,  # type: ignore[attr-defined,union-attr]
+            probe=usable[p.fragment.id].facts,  # type: ignore[attr-defined,arg-type]
+            label=_label(p.fragment),  # type: ignore[arg-type]
+            trim_start=p.trim,
+            format=p.fragment.format,  # type: ignore[attr-defined]
+        )
+        for p in placements
+    ]
+    hls_playlist = inputs[0].format == "hls" and settings.hls_output == "playlist"
+    ext = "m3u8" if hls_playlist else stitch.output_extension(inputs, container=settings.output_container)
     key = archive.archive_key(
         prefix=ctx.store.prefix,
         app=job.app,
@@ -173,14 +260,40 @@ def _produce_archive(ctx: Context, job: repository.StitchJob, work: Path) -> Arc
         version=job.next_version,
         ext=ext,
     )
-    stored = ctx.store.put_file(key, result.path, content_type="audio/mp4" if ext == "m4a" else "video/mp4")
-    manifest = build_manifest(job, fetched, result, stored, created_at=ctx.clock())
+    work.mkdir(parents=True, exist_ok=True)
+    result = stitch.stitch(
+        inputs,
+        work / key.rsplit("/", 1)[-1],
+        container=settings.output_container,
+        hls_playlist=hls_playlist,
+        timeout=settings.ffmpeg_timeout,
+    )
+    verification = "verified"
+    try:
+        stitch.verify(
+            result,
+            sum(i.probe.duration - i.trim_start for i in inputs),
+            tolerance=settings.duration_tolerance,
+            ratio=settings.duration_tolerance_ratio,
+            max_drift=settings.max_join_drift,
+        )
+    except stitch.VerificationError as error:
+        if not settings.publish_suspect:
+            raise
+        verification = f"suspect: {error.reason}"
+    stored = ctx.store.put_file(key, result.path, content_type=CONTENT_TYPES[ext])
+    folder = key.rsplit("/", 1)[0]
+    for extra in result.extra_files:  # HLS playlist mode: segments beside the playlist
+        ctx.store.put_file(f"{folder}/{extra.name}", extra, content_type=CONTENT_TYPES[extra.suffix[1:]])
+    manifest = build_manifest(job, fetched, placements, result, stored, verification, created_at=ctx.clock())
     ctx.store.put_bytes(
         archive.manifest_key(key), json.dumps(manifest, indent=2).encode(), content_type="application/json"
     )
     return Archive(
         broadcast_id=job.broadcast_id,
         version=job.next_version,
+        format=inputs[0].format,
+        verification=verification,
         key=stored.key,
         manifest_key=archive.manifest_key(key),
         size=stored.size,
@@ -192,39 +305,54 @@ def _produce_archive(ctx: Context, job: repository.StitchJob, work: Path) -> Arc
 
 def build_manifest(
     job: repository.StitchJob,
-    fetched: list[tuple[stitch.StitchInput, fetch.Downloaded]],
+    fetched: list[Fetched],
+    placements: list[Placement],
     result: stitch.StitchResult,
     stored: archive.StoredObject,
+    verification: str,
     *,
     created_at: float,
 ) -> dict[str, Any]:
-    """What an auditor needs to trust the archive: every piece, join and gap."""
+    """What an auditor needs to trust the archive: every piece, join, overlap and gap."""
+    by_id = {f.fragment.id: f for f in fetched}
+    joins = {id(p.fragment): join for p, join in zip(placements, result.joins, strict=True)}
+    pieces = []
+    for f in sorted(fetched, key=lambda f: (f.fragment.start, f.fragment.id)):
+        join = joins.get(id(f.fragment))
+        entry: dict[str, Any] = {
+            "source_key": f.fragment.source_key,
+            "url": f.fragment.url,
+            "start": iso(f.fragment.start),
+            "end": iso(f.fragment.end),
+            "size": f.got.size if f.got else None,
+            "sha256": f.got.sha256 if f.got else None,
+            "probe": f.facts.to_dict() if f.facts else None,
+        }
+        if join is not None:
+            entry |= {"offset": join.offset, "duration": join.duration, "trimmed": join.trimmed, "join": join.mode}
+        else:
+            entry["join"] = f"left out: {f.broken}" if f.broken else "left out: covered by earlier fragments"
+        pieces.append(entry)
+    used = [by_id[p.fragment.id].fragment for p in placements]  # type: ignore[attr-defined]
     return {
         "broadcast_id": job.broadcast_id,
         "version": job.next_version,
         "app": job.app,
         "appname": job.appname,
         "stream_id": job.stream_id,
-        "format": job.format,
-        "started_at": job.started_at,
-        "ended_at": job.ended_at,
-        "created_at": created_at,
-        "archive": {"key": stored.key, "size": stored.size, "sha256": stored.sha256, "duration": result.duration},
+        "format": used[0].format,
+        "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
+        "created_at": iso(created_at),
+        "archive": {
+            "key": stored.key,
+            "size": stored.size,
+            "sha256": stored.sha256,
+            "duration": result.duration,
+            "extra_files": [e.name for e in result.extra_files],
+        },
+        "verification": verification,
         "ffmpeg": {"mode": result.mode, "command": result.command},
-        "fragments": [
-            {
-                "source_key": fragment.source_key,
-                "url": fragment.url,
-                "start": fragment.start,
-                "end": fragment.end,
-                "size": got.size,
-                "sha256": got.sha256,
-                "offset": join.offset,
-                "duration": join.duration,
-                "join": join.mode,
-                "probe": piece.probe.to_dict(),
-            }
-            for fragment, (piece, got), join in zip(job.fragments, fetched, result.joins, strict=True)
-        ],
-        "gaps": [{"start": g.start, "end": g.end, "seconds": g.seconds} for g in gaps(job.fragments)],
+        "fragments": pieces,
+        "gaps": [{"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)} for g in gaps(used)],
     }

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 HANDLE_EVENT = "recorder.handle_event"
 STITCH = "recorder.stitch"
 SWEEP = "recorder.sweep"
+RUN_JOB = "recorder.run_job"
 
 EVENTS_QUEUE = "events"
 MEDIA_QUEUE = "media"

@@ -8,14 +8,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from recorder import pipeline
 from recorder.app import services
-from recorder.store import repository
-from recorder.store.db import transaction
+from recorder.config import Settings
 from tests.factories import ADMIN, READER, auth, record_body
 
 
 @pytest.fixture
-def grouped(app: Flask, client: FlaskClient) -> None:
+def grouped(settings: Settings, client: FlaskClient) -> None:
     """Three streams; 'a' has two broadcasts an hour apart, each of two fragments."""
     start = 1_790_000_000
     plan = [("a", 0), ("a", 8), ("a", 3600), ("a", 3608), ("b", 100), ("c", 200)]
@@ -27,16 +27,14 @@ def grouped(app: Flask, client: FlaskClient) -> None:
             end_time=start + offset + 6,
             duration=6,
             start_time_usec=0,
+            callback_ext="{}",
             end_time_usec=0,
         )
         assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
-    with app.app_context():
-        svc = services()
-    with transaction(svc.sessions) as session:
-        work = repository.sweep(session, settle=600, lease=300, now=time.time() + 10)
-    for event_id in work.events:
-        with transaction(svc.sessions) as session:
-            repository.handle_event(session, event_id, window=300, now=start)
+    ctx = pipeline.Context.build(settings)
+    ctx.clock = lambda: time.time() + 10
+    for event_id in pipeline.sweep(ctx).events:
+        pipeline.handle_event(ctx, event_id)
 
 
 ENDPOINTS = ["/v1/broadcasts", "/v1/broadcasts/x", "/v1/fragments"]

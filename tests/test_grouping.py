@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from recorder.grouping import Gap, gaps, group_fragments, within_window
+from recorder.grouping import Gap, Window, gaps, group_fragments, timeline, within_window
 from recorder.store import repository
 from recorder.store.db import make_engine, make_sessions, migrate, transaction
 from recorder.store.models import Event, Fragment
@@ -23,6 +23,11 @@ class Piece:
     stream: str
     start: float
     end: float
+    session_id: str | None = None
+
+    @property
+    def stream_id(self) -> str:
+        return self.stream
 
 
 def key(piece: Piece) -> str:
@@ -31,11 +36,12 @@ def key(piece: Piece) -> str:
 
 pieces = st.lists(
     st.builds(
-        lambda n, stream, start, length: Piece(f"f{n}", stream, float(start), float(start + length)),
+        lambda n, stream, start, length, session: Piece(f"f{n}", stream, float(start), float(start + length), session),
         st.integers(0, 10_000),
         st.sampled_from(["a", "b"]),
         st.integers(0, 20_000),
         st.integers(1, 2_000),
+        st.sampled_from([None, None, "s1", "s2"]),
     ),
     max_size=25,
     unique_by=lambda p: p.source_key,
@@ -73,15 +79,45 @@ def test_grouping_ignores_order_and_duplicates(items: list[Piece], rnd, dupes: i
     assert partition(group_fragments(shuffled, WINDOW, key)) == partition(group_fragments(items, WINDOW, key))
 
 
+def linked(a: Piece, b: Piece) -> bool:
+    same_session = a.session_id is not None and a.session_id == b.session_id
+    return a.stream == b.stream and (within_window(a.start, a.end, b.start, b.end, WINDOW) or same_session)
+
+
 @given(pieces)
-def test_groups_are_separated_by_more_than_the_window(items: list[Piece]) -> None:
+def test_groups_are_connected_inside_and_unlinked_between(items: list[Piece]) -> None:
     groups = group_fragments(items, WINDOW, key)
-    for group in groups:
-        covered = group[0].end
-        for piece in group[1:]:
-            assert piece.start - covered <= WINDOW
-            covered = max(covered, piece.end)
     assert sum(len(g) for g in groups) == len(items)
+    for group in groups:
+        reached, frontier = {group[0].source_key}, [group[0]]
+        while frontier:
+            piece = frontier.pop()
+            for other in group:
+                if other.source_key not in reached and linked(piece, other):
+                    reached.add(other.source_key)
+                    frontier.append(other)
+        assert reached == {p.source_key for p in group}
+    for i, one in enumerate(groups):
+        for other in groups[i + 1 :]:
+            assert not any(linked(a, b) for a in one for b in other)
+
+
+def test_same_session_joins_across_a_long_gap_and_windows_claim_their_fragments() -> None:
+    a, b = Piece("1", "s", 0, 6, "77"), Piece("2", "s", 5000, 5006, "77")
+    assert len(group_fragments([a, b], WINDOW, key)) == 1
+    c, d = Piece("3", "s", 100, 106), Piece("4", "s", 110, 116)  # 4 s apart, but a window holds d
+    groups = group_fragments([c, d], WINDOW, key, windows=[Window("s", 108, 200)])
+    assert partition(groups) == {frozenset({"3"}), frozenset({"4"})}
+    assert partition(group_fragments([c, d], WINDOW, key, windows=[Window("other", 108, 200)])) == {
+        frozenset({"3", "4"})
+    }
+
+
+def test_timeline_trims_overlaps_and_drops_covered_fragments() -> None:
+    a, b, c = Piece("1", "s", 0, 10), Piece("2", "s", 8, 14), Piece("3", "s", 2, 5)
+    placed = {p.fragment.source_key: p for p in timeline([c, b, a])}
+    assert [p.fragment.source_key for p in timeline([c, b, a])] == ["1", "3", "2"]
+    assert placed["1"].trim == 0 and placed["2"].trim == 2 and placed["3"].redundant
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,6 +135,7 @@ def test_database_grouping_in_any_arrival_order_equals_pure_grouping(items: list
                 session.add(event)
                 session.flush()
                 fragment = Fragment(
+                    session_id=piece.session_id,
                     source_key=piece.source_key,
                     event_id=event.id,
                     app="d",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from functools import cache
 
+from celery import group
+
 from recorder import pipeline
 from recorder.config import Settings
-from recorder.queue import HANDLE_EVENT, STITCH, SWEEP
+from recorder.queue import HANDLE_EVENT, RUN_JOB, STITCH, SWEEP
 from worker.celery_app import app
 
 
@@ -25,6 +27,13 @@ def stitch(broadcast_id: str) -> str:
     return pipeline.stitch_broadcast(context(), broadcast_id)
 
 
+@app.task(name=RUN_JOB)
+def run_job(job_id: str) -> int:
+    broadcast_ids = pipeline.run_job(context(), job_id)
+    group(stitch.s(b) for b in broadcast_ids).apply_async()
+    return len(broadcast_ids)
+
+
 @app.task(name=SWEEP)
 def sweep() -> dict[str, int]:
     work = pipeline.sweep(context())
@@ -32,4 +41,7 @@ def sweep() -> dict[str, int]:
         handle_event.delay(event_id)
     for broadcast_id in work.stitches:
         stitch.delay(broadcast_id)
-    return {"events": len(work.events), "stitches": len(work.stitches)}
+    queued = pipeline.queued_jobs(context())
+    for job_id in queued:
+        run_job.delay(job_id)
+    return {"events": len(work.events), "stitches": len(work.stitches), "jobs": len(queued)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from typing import Any
 
@@ -11,6 +9,7 @@ from flask import Blueprint, request
 from sqlalchemy.orm import Session
 
 from recorder.api.auth import require_token
+from recorder.api.params import after_arg, page, time_arg
 from recorder.app import services
 from recorder.errors import BadRequest, NotFound
 from recorder.grouping import gaps
@@ -21,39 +20,6 @@ from recorder.store.models import Archive, Broadcast, Fragment
 from recorder.timeutil import iso, parse_time
 
 bp = Blueprint("broadcasts", __name__)
-
-MAX_LIMIT = 500
-
-
-def encode_cursor(*values: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
-        raise BadRequest("cursor is not one this API returned") from None
-    if not isinstance(values, list) or len(values) != 2:
-        raise BadRequest("cursor is not one this API returned")
-    return values
-
-
-def _time_arg(name: str) -> float | None:
-    value = request.args.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise BadRequest(f"{name}: expected ISO 8601 or UNIX seconds, got {value!r}") from None
-
-
-def _limit() -> int:
-    value = request.args.get("limit", "50")
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise BadRequest(f"limit: expected an integer from 1 to {MAX_LIMIT}")
-    return int(value)
 
 
 def fragment_json(fragment: Fragment) -> dict[str, Any]:
@@ -72,12 +38,15 @@ def fragment_json(fragment: Fragment) -> dict[str, Any]:
         "url": fragment.url,
         "session_id": fragment.session_id,
         "received_at": iso(fragment.received_at),
+        "error": fragment.error,
     }
 
 
 def archive_json(archive: Archive) -> dict[str, Any]:
     store = services().store
     return {
+        "format": archive.format,
+        "verification": archive.verification,
         "key": archive.key,
         "manifest_key": archive.manifest_key,
         "url": store.url(archive.key, expires=services().settings.url_expiry_seconds),
@@ -102,6 +71,7 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
         "started_at": iso(broadcast.started_at),
         "ended_at": iso(broadcast.ended_at),
         "error": broadcast.error,
+        "declared": broadcast.declared,
     }
     if detail:
         result["fragments"] = [fragment_json(f) for f in broadcast.fragments]
@@ -109,7 +79,8 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
             {"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)}
             for g in gaps(broadcast.fragments)
         ]
-        result["archive"] = archives[-1] if archives else None
+        latest = [a for a in archives if a["version"] == broadcast.version]
+        result["archive"] = latest[0] if latest else None
         result["archives"] = archives
         result["merged_into"] = broadcast.merged_into
     return result
@@ -118,24 +89,16 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
 @bp.get("/v1/broadcasts")
 @require_token()
 def list_broadcasts() -> dict[str, Any]:
-    limit = _limit()
-    cursor = request.args.get("cursor")
-    after = tuple(decode_cursor(cursor)) if cursor else None
     query = repository.broadcasts_query(
         stream_id=request.args.get("stream_id") or None,
         status=request.args.get("status") or None,
-        since=_time_arg("since"),
-        until=_time_arg("until"),
-        after=after,  # type: ignore[arg-type]
-    ).limit(limit + 1)
+        since=time_arg("since"),
+        until=time_arg("until"),
+        after=after_arg(),
+    )
     with services().sessions() as session:
-        rows = list(session.execute(query).scalars())
-        items = [broadcast_json(b, detail=True) for b in rows[:limit]]
-    more = len(rows) > limit
-    return {
-        "items": items,
-        "next_cursor": encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if more else None,
-    }
+        rows, cursor = page(session, query, lambda b: (b.started_at, b.id))
+        return {"items": [broadcast_json(b, detail=True) for b in rows], "next_cursor": cursor}
 
 
 def _get_broadcast(session: Session, broadcast_id: str) -> Broadcast:
@@ -150,6 +113,42 @@ def _get_broadcast(session: Session, broadcast_id: str) -> Broadcast:
 def show_broadcast(broadcast_id: str) -> dict[str, Any]:
     with services().sessions() as session:
         return broadcast_json(_get_broadcast(session, broadcast_id), detail=True)
+
+
+@bp.post("/v1/broadcasts")
+@require_token(admin=True)
+def declare_broadcast() -> tuple[dict[str, Any], int]:
+    """Declare a window the app knows (a class from 9:00 to 9:45): its fragments are one broadcast."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object with stream_id, start and end")
+    stream_id = body.get("stream_id")
+    if not isinstance(stream_id, str) or not stream_id.strip():
+        raise BadRequest("stream_id: required, a non-empty string")
+    try:
+        start, end = parse_time(body["start"]), parse_time(body["end"])
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest("start and end: required, ISO 8601 or UNIX seconds") from None
+    if end <= start:
+        raise BadRequest("end must be after start")
+    app, appname = body.get("app", ""), body.get("appname", "")
+    if not isinstance(app, str) or not isinstance(appname, str):
+        raise BadRequest("app and appname must be strings")
+    svc = services()
+    with transaction(svc.sessions) as session:
+        broadcast = repository.declare_window(
+            session,
+            stream_id=stream_id,
+            start=start,
+            end=end,
+            app=app,
+            appname=appname,
+            window=svc.settings.reconnect_window,
+            now=time.time(),
+        )
+        broadcast_id = broadcast.id
+    with svc.sessions() as session:
+        return broadcast_json(_get_broadcast(session, broadcast_id), detail=True), 201
 
 
 @bp.post("/v1/broadcasts/<broadcast_id>/stitch")
@@ -169,19 +168,12 @@ def stitch_broadcast(broadcast_id: str) -> tuple[dict[str, Any], int]:
 @bp.get("/v1/fragments")
 @require_token()
 def list_fragments() -> dict[str, Any]:
-    limit = _limit()
-    cursor = request.args.get("cursor")
-    after = tuple(decode_cursor(cursor)) if cursor else None
     query = repository.fragments_query(
         stream_id=request.args.get("stream_id") or None,
-        since=_time_arg("since"),
-        until=_time_arg("until"),
-        after=after,  # type: ignore[arg-type]
-    ).limit(limit + 1)
+        since=time_arg("since"),
+        until=time_arg("until"),
+        after=after_arg(),
+    )
     with services().sessions() as session:
-        rows = list(session.execute(query).scalars())
-    more = len(rows) > limit
-    return {
-        "items": [fragment_json(f) for f in rows[:limit]],
-        "next_cursor": encode_cursor(rows[limit - 1].start, rows[limit - 1].id) if more else None,
-    }
+        rows, cursor = page(session, query, lambda f: (f.start, f.id))
+        return {"items": [fragment_json(f) for f in rows], "next_cursor": cursor}

@@ -11,7 +11,9 @@ import hmac
 import json
 from typing import Any
 
+from recorder.callbacks import Received
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
+from recorder.events import Event, parse_tencent
 
 # Tencent sets t to now + 10 min; anything further ahead was not minted by it.
 MAX_T_AHEAD = 600
@@ -75,3 +77,16 @@ def dedupe_key(body: dict[str, Any]) -> str:
     content = {k: v for k, v in body.items() if k not in ("sign", "t")}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def receive(raw: bytes, *, keys: tuple[str, ...], now: float, skew: float) -> Received:
+    """Verify and parse a CSS event notification (unsigned only when no key is configured)."""
+    body = parse_json_object(raw)
+    if keys:
+        verify_sign(body, keys, now=now, skew=skew)
+    event = parse_tencent(body)
+    return Received("tencent", str(body["event_type"]), dedupe_key(body), raw.decode(), event)
+
+
+def parse_stored(body: str) -> Event:
+    return parse_tencent(json.loads(body))

@@ -36,17 +36,21 @@ class Event(Base):
 
 
 class Stream(Base):
-    """One row per grouping key; locked while its fragments are (re)grouped."""
+    """One row per grouping key; locked while its fragments are (re)grouped.
+
+    ``live_sequence`` is the push session in progress (events 1/0): while a push
+    is live its broadcast does not settle.
+    """
 
     __tablename__ = "streams"
-    __table_args__ = (UniqueConstraint("app", "appname", "stream_id", "format"),)
+    __table_args__ = (UniqueConstraint("app", "appname", "stream_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     app: Mapped[str] = mapped_column(String(255))
     appname: Mapped[str] = mapped_column(String(255))
-    stream_id: Mapped[str] = mapped_column(String(1024))
-    format: Mapped[str] = mapped_column(String(8))
-    live: Mapped[bool] = mapped_column(Boolean, default=False)
+    stream_id: Mapped[str] = mapped_column(String(1024), index=True)
+    live_sequence: Mapped[str | None] = mapped_column(String(128))
+    live_since: Mapped[float | None] = mapped_column(Float)
 
 
 class Broadcast(Base):
@@ -62,9 +66,12 @@ class Broadcast(Base):
     app: Mapped[str] = mapped_column(String(255))
     appname: Mapped[str] = mapped_column(String(255))
     stream_id: Mapped[str] = mapped_column(String(1024))
-    format: Mapped[str] = mapped_column(String(8))
-    # open | settling | stitching | archived | failed | merged
+    # The recorded formats, comma-separated ("mp4", "hls,mp4"): one archive each.
+    format: Mapped[str] = mapped_column(String(32))
+    # open | settling | stitching | archived | suspect | failed | merged
     status: Mapped[str] = mapped_column(String(16))
+    # Declared by the app (POST /v1/broadcasts): its span is fixed, not grown by gaps.
+    declared: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float] = mapped_column(Float)
@@ -85,7 +92,9 @@ class Broadcast(Base):
     fragments: Mapped[list[Fragment]] = relationship(
         back_populates="broadcast", order_by="(Fragment.start, Fragment.id)"
     )
-    archives: Mapped[list[Archive]] = relationship(back_populates="broadcast", order_by="Archive.version")
+    archives: Mapped[list[Archive]] = relationship(
+        back_populates="broadcast", order_by="(Archive.version, Archive.format)"
+    )
 
 
 class Fragment(Base):
@@ -106,21 +115,28 @@ class Fragment(Base):
     file_size: Mapped[int | None] = mapped_column(BigInteger)
     url: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str | None] = mapped_column(String(128))
+    # False until a provider's untimed file has been probed for its duration.
+    timed: Mapped[bool] = mapped_column(Boolean, default=True)
     received_at: Mapped[float] = mapped_column(Float)
     # Filled once, when the file is first downloaded: ffprobe facts and checksum.
     probe: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # Why the last stitch could not use this fragment (broken, wrong size, ...).
+    error: Mapped[str | None] = mapped_column(Text)
 
     broadcast: Mapped[Broadcast | None] = relationship(back_populates="fragments")
 
 
 class Archive(Base):
     __tablename__ = "archives"
-    __table_args__ = (UniqueConstraint("broadcast_id", "version"),)
+    __table_args__ = (UniqueConstraint("broadcast_id", "version", "format"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     broadcast_id: Mapped[str] = mapped_column(ForeignKey("broadcasts.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    # "verified", or "suspect: <reason>" when publishing unverified archives is allowed.
+    verification: Mapped[str] = mapped_column(Text, default="verified")
     key: Mapped[str] = mapped_column(Text)
     manifest_key: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -129,3 +145,30 @@ class Archive(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
     broadcast: Mapped[Broadcast] = relationship(back_populates="archives")
+
+
+class Job(Base):
+    """A batch: re-stitch a time range, or import a fragment list. Its id derives from its inputs."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    params: Mapped[str] = mapped_column(Text)  # the normalized request, JSON
+    # queued | running | failed; "done" is derived from the broadcasts' progress
+    status: Mapped[str] = mapped_column(String(16))
+    proposal: Mapped[str | None] = mapped_column(Text)  # dry run: the broadcasts that would be formed
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class JobBroadcast(Base):
+    """A broadcast a job stitches; done once its version passes ``base_version``."""
+
+    __tablename__ = "job_broadcasts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    broadcast_id: Mapped[str] = mapped_column(ForeignKey("broadcasts.id"), primary_key=True)
+    base_version: Mapped[int] = mapped_column(Integer)

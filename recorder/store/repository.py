@@ -15,11 +15,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from recorder.events import FragmentInfo
-from recorder.grouping import within_window
+from recorder.events import Event as Parsed
+from recorder.events import FragmentInfo, PushSignal, RecordSignal
+from recorder.grouping import group_fragments
 from recorder.store.models import Archive, Base, Broadcast, Event, Fragment, Stream
 
 ACTIVE = ("open", "settling")
+# Longer than Tencent's longest recording cut (2 h): a push still "live" after this
+# much quiet lost its stop event.
+STALE_LIVE_SECONDS = 6 * 3600
 
 
 def _insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> int | None:
@@ -27,6 +31,11 @@ def _insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) 
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = insert(model).values(**values).on_conflict_do_nothing().returning(model.id)  # type: ignore[attr-defined]
     return session.execute(statement).scalar_one_or_none()
+
+
+def _greatest(session: Session, *values: Any) -> Any:
+    """SQL max of values: ``greatest`` on PostgreSQL, scalar ``max`` on SQLite."""
+    return (func.greatest if session.get_bind().dialect.name == "postgresql" else func.max)(*values)
 
 
 def new_broadcast_id() -> str:
@@ -71,6 +80,7 @@ def store_callback(
                 "file_size": fragment.file_size,
                 "url": fragment.url,
                 "session_id": fragment.session_id,
+                "timed": fragment.timed,
                 "received_at": now,
             },
         )
@@ -80,94 +90,238 @@ def store_callback(
 # --- grouping ---------------------------------------------------------------
 
 
-def _lock_stream(session: Session, fragment: Fragment) -> Stream:
-    values = {
-        "app": fragment.app,
-        "appname": fragment.appname,
-        "stream_id": fragment.stream_id,
-        "format": fragment.format,
-    }
-    _insert_ignore(session, Stream, {**values, "live": False})
-    query = select(Stream).filter_by(**values).with_for_update()
-    return session.execute(query).scalar_one()
+def _lock_stream(session: Session, app: str, appname: str, stream_id: str) -> Stream:
+    values = {"app": app, "appname": appname, "stream_id": stream_id}
+    _insert_ignore(session, Stream, values)
+    return session.execute(select(Stream).filter_by(**values).with_for_update()).scalar_one()
 
 
-def handle_event(session: Session, event_id: int, *, window: float, now: float) -> bool:
-    """Group the event's fragment into its broadcast; False if already handled."""
-    event = session.get(Event, event_id, with_for_update=True)
-    if event is None or event.handled_at is not None:
-        return False
-    fragment = session.execute(select(Fragment).filter_by(event_id=event_id)).scalar_one_or_none()
-    if fragment is not None and fragment.broadcast_id is None:
-        assign_fragment(session, fragment, window=window, now=now)
-    event.handled_at = now
-    return True
-
-
-def assign_fragment(session: Session, fragment: Fragment, *, window: float, now: float) -> Broadcast:
-    """Put a fragment into the broadcast it touches, merging any it bridges.
-
-    Broadcasts of one stream are kept more than ``window`` apart, so the
-    broadcasts within reach of the new fragment are all it can join or bridge.
-    """
-    stream = _lock_stream(session, fragment)
-    candidates = list(
-        session.execute(
-            select(Broadcast)
-            .where(
-                Broadcast.stream_pk == stream.id,
-                Broadcast.status != "merged",
-                Broadcast.started_at <= fragment.end + window,
-                Broadcast.ended_at >= fragment.start - window,
-            )
-            .order_by(Broadcast.version.desc(), Broadcast.created_at, Broadcast.id)
-        ).scalars()
+def _new_broadcast(
+    session: Session, stream: Stream, fragments: list[Fragment], *, status: str, now: float
+) -> Broadcast:
+    broadcast = Broadcast(
+        id=new_broadcast_id(),
+        stream_pk=stream.id,
+        app=stream.app,
+        appname=stream.appname,
+        stream_id=stream.stream_id,
+        format=",".join(sorted({f.format for f in fragments})),
+        status=status,
+        declared=False,
+        version=0,
+        attempts=0,
+        started_at=min(f.start for f in fragments),
+        ended_at=max(f.end for f in fragments),
+        last_callback_at=max(f.received_at for f in fragments),
+        created_at=now,
+        updated_at=now,
     )
-    candidates = [
-        b for b in candidates if within_window(b.started_at, b.ended_at, fragment.start, fragment.end, window)
-    ]
-    if not candidates:
-        broadcast = Broadcast(
-            id=new_broadcast_id(),
-            stream_pk=stream.id,
-            app=fragment.app,
-            appname=fragment.appname,
-            stream_id=fragment.stream_id,
-            format=fragment.format,
-            status="settling",
-            version=0,
-            attempts=0,
-            started_at=fragment.start,
-            ended_at=fragment.end,
-            last_callback_at=fragment.received_at,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(broadcast)
-        session.flush()
-    else:
-        broadcast, *absorbed = candidates
-        for other in absorbed:
-            session.execute(update(Fragment).where(Fragment.broadcast_id == other.id).values(broadcast_id=broadcast.id))
-            broadcast.started_at = min(broadcast.started_at, other.started_at)
-            broadcast.ended_at = max(broadcast.ended_at, other.ended_at)
-            broadcast.last_callback_at = max(broadcast.last_callback_at, other.last_callback_at)
-            other.status, other.merged_into, other.updated_at = "merged", broadcast.id, now
-        broadcast.started_at = min(broadcast.started_at, fragment.start)
-        broadcast.ended_at = max(broadcast.ended_at, fragment.end)
-        broadcast.last_callback_at = max(broadcast.last_callback_at, fragment.received_at)
-        if broadcast.status != "stitching":  # a running stitch notices the change itself
-            reopen(broadcast, now)
-    fragment.broadcast_id = broadcast.id
+    session.add(broadcast)
+    session.flush()
+    for fragment in fragments:
+        fragment.broadcast_id = broadcast.id
     return broadcast
 
 
-def reopen(broadcast: Broadcast, now: float) -> None:
-    broadcast.status = "settling"
+def _take(broadcast: Broadcast, fragment: Fragment) -> None:
+    """Add a fragment to a broadcast's span, formats and quiet clock."""
+    fragment.broadcast_id = broadcast.id
+    if not broadcast.declared:
+        broadcast.started_at = min(broadcast.started_at, fragment.start)
+        broadcast.ended_at = max(broadcast.ended_at, fragment.end)
+    broadcast.format = ",".join(sorted({*filter(None, broadcast.format.split(",")), fragment.format}))
+    broadcast.last_callback_at = max(broadcast.last_callback_at, fragment.received_at)
+
+
+def _declared_window(session: Session, fragment: Fragment) -> Broadcast | None:
+    middle = (fragment.start + fragment.end) / 2
+    query = (
+        select(Broadcast)
+        .where(
+            Broadcast.declared.is_(True),
+            Broadcast.stream_id == fragment.stream_id,
+            Broadcast.app.in_(("", fragment.app)),
+            Broadcast.appname.in_(("", fragment.appname)),
+            Broadcast.started_at <= middle,
+            Broadcast.ended_at >= middle,
+        )
+        .order_by(Broadcast.started_at, Broadcast.ended_at)
+        .limit(1)
+    )
+    return session.execute(query).scalar_one_or_none()
+
+
+def assign_fragment(session: Session, fragment: Fragment, *, window: float, now: float) -> Broadcast:
+    """Put a fragment into its broadcast, merging every broadcast it links.
+
+    A fragment links to those of its stream within ``window`` seconds and to
+    those of the same recording session; linked broadcasts become one.
+    """
+    stream = _lock_stream(session, fragment.app, fragment.appname, fragment.stream_id)
+    broadcast = _declared_window(session, fragment)
+    if broadcast is None:
+        near = Fragment.start <= fragment.end + window
+        near &= Fragment.end >= fragment.start - window
+        links = or_(near, Fragment.session_id == fragment.session_id) if fragment.session_id else near
+        candidates = list(
+            session.execute(
+                select(Broadcast)
+                .join(Fragment, Fragment.broadcast_id == Broadcast.id)
+                .where(
+                    Broadcast.stream_pk == stream.id,
+                    Broadcast.declared.is_(False),
+                    Broadcast.status != "merged",
+                    Fragment.id != fragment.id,
+                    links,
+                )
+                .distinct()
+                .order_by(Broadcast.version.desc(), Broadcast.created_at, Broadcast.id)
+            ).scalars()
+        )
+        if not candidates:
+            return _new_broadcast(session, stream, [fragment], status=_arrival_status(stream), now=now)
+        broadcast, *absorbed = candidates
+        for other in absorbed:
+            for moved in session.execute(select(Fragment).filter_by(broadcast_id=other.id)).scalars():
+                _take(broadcast, moved)
+            other.status, other.merged_into, other.updated_at = "merged", broadcast.id, now
+    _take(broadcast, fragment)
+    if broadcast.status != "stitching":  # a running stitch notices the change itself
+        reopen(broadcast, now, status=_arrival_status(stream))
+    return broadcast
+
+
+def _arrival_status(stream: Stream) -> str:
+    return "open" if stream.live_sequence else "settling"
+
+
+def reopen(broadcast: Broadcast, now: float, *, status: str = "settling") -> None:
+    broadcast.status = status
     broadcast.error = None
     broadcast.attempts = 0
     broadcast.first_failure_at = None
     broadcast.updated_at = now
+
+
+def declare_window(
+    session: Session,
+    *,
+    stream_id: str,
+    start: float,
+    end: float,
+    app: str = "",
+    appname: str = "",
+    window: float,
+    now: float,
+) -> Broadcast:
+    """A broadcast the app knows: the fragments inside it move in, whatever the gaps.
+
+    What stays behind in the broadcasts they came from is regrouped, so a
+    broadcast the window cut in two becomes two.
+    """
+    stream = _lock_stream(session, app, appname, stream_id)
+    broadcast = Broadcast(
+        id=new_broadcast_id(),
+        stream_pk=stream.id,
+        app=app,
+        appname=appname,
+        stream_id=stream_id,
+        format="",
+        status="settling",
+        declared=True,
+        version=0,
+        attempts=0,
+        started_at=start,
+        ended_at=end,
+        last_callback_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(broadcast)
+    session.flush()
+    middle = (Fragment.start + Fragment.end) / 2
+    query = select(Fragment).outerjoin(Broadcast, Fragment.broadcast_id == Broadcast.id)
+    query = query.where(
+        Fragment.stream_id == stream_id,
+        middle >= start,
+        middle <= end,
+        or_(Broadcast.id.is_(None), Broadcast.declared.is_(False)),
+    )
+    if app:
+        query = query.where(Fragment.app == app)
+    if appname:
+        query = query.where(Fragment.appname == appname)
+    left: set[str] = set()
+    for fragment in session.execute(query).scalars():
+        if fragment.broadcast_id:
+            left.add(fragment.broadcast_id)
+        _take(broadcast, fragment)
+    session.flush()
+    for broadcast_id in sorted(left):
+        _regroup(session, session.get_one(Broadcast, broadcast_id), into=broadcast, window=window, now=now)
+    return broadcast
+
+
+def _regroup(session: Session, broadcast: Broadcast, *, into: Broadcast, window: float, now: float) -> None:
+    remaining = list(session.execute(select(Fragment).filter_by(broadcast_id=broadcast.id)).scalars())
+    if not remaining:
+        broadcast.status, broadcast.merged_into, broadcast.updated_at = "merged", into.id, now
+        return
+    stream = session.get_one(Stream, broadcast.stream_pk)
+    first, *others = group_fragments(remaining, window, key=lambda f: 0)
+    broadcast.started_at = min(f.start for f in first)
+    broadcast.ended_at = max(f.end for f in first)
+    broadcast.format = ",".join(sorted({f.format for f in first}))
+    if broadcast.status != "stitching":
+        reopen(broadcast, now)
+    for group in others:
+        _new_broadcast(session, stream, group, status="settling", now=now)
+
+
+def fragment_of_event(session: Session, event_id: int) -> Fragment | None:
+    return session.execute(select(Fragment).filter_by(event_id=event_id)).scalar_one_or_none()
+
+
+def unhandled_event(session: Session, event_id: int) -> Event | None:
+    event = session.get(Event, event_id, with_for_update=True)
+    return event if event is not None and event.handled_at is None else None
+
+
+def handle_event(session: Session, event: Event, parsed: Parsed, *, window: float, now: float) -> None:
+    """Apply a stored event once: group its fragment, or apply its signal."""
+    fragment = fragment_of_event(session, event.id)
+    if fragment is not None and fragment.broadcast_id is None:
+        assign_fragment(session, fragment, window=window, now=now)
+    elif isinstance(parsed, (PushSignal, RecordSignal)):
+        apply_signal(session, parsed, window=window, now=now)
+    event.handled_at = now
+
+
+def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window: float, now: float) -> None:
+    """Push started/stopped and recording ended: a live push keeps its broadcast open."""
+    stream = _lock_stream(session, signal.app, signal.appname, signal.stream_id)
+    if isinstance(signal, PushSignal) and signal.live:
+        stream.live_sequence, stream.live_since = signal.sequence, signal.at
+        session.execute(
+            update(Broadcast)
+            .where(
+                Broadcast.stream_pk == stream.id,
+                Broadcast.status == "settling",
+                Broadcast.ended_at >= signal.at - window,
+            )
+            .values(status="open", updated_at=now)
+        )
+        return
+    ended = isinstance(signal, PushSignal) or signal.event == "record_ended"
+    if not ended or (isinstance(signal, PushSignal) and stream.live_sequence not in (None, signal.sequence)):
+        return  # a stale stop of an older push session
+    stream.live_sequence = stream.live_since = None
+    # Quiet is counted from this callback: Tencent uploads the last file after the push ends.
+    session.execute(
+        update(Broadcast)
+        .where(Broadcast.stream_pk == stream.id, Broadcast.status.in_(ACTIVE))
+        .values(status="settling", last_callback_at=_greatest(session, Broadcast.last_callback_at, now), updated_at=now)
+    )
 
 
 # --- settling and leases ----------------------------------------------------
@@ -189,12 +343,15 @@ def sweep(session: Session, *, settle: float, lease: float, now: float, event_gr
             .limit(1000)
         ).scalars()
     )
-    quiet_since = func.max(Broadcast.ended_at, Broadcast.last_callback_at)
-    if session.get_bind().dialect.name == "postgresql":
-        quiet_since = func.greatest(Broadcast.ended_at, Broadcast.last_callback_at)
+    quiet_since = _greatest(session, Broadcast.ended_at, Broadcast.last_callback_at)
+    settled = or_(
+        (Broadcast.status == "settling") & (quiet_since + settle <= now),
+        # An open broadcast whose push never reported its end is settled eventually.
+        (Broadcast.status == "open") & (quiet_since + max(settle, STALE_LIVE_SECONDS) <= now),
+    )
     session.execute(
         update(Broadcast)
-        .where(Broadcast.status.in_(ACTIVE), quiet_since + settle <= now)
+        .where(settled)
         .values(status="stitching", next_attempt_at=now, enqueued_at=None, updated_at=now)
     )
     due = list(
@@ -290,17 +447,21 @@ def _held(session: Session, broadcast_id: str, owner: str) -> Broadcast | None:
     return broadcast
 
 
-def record_archive(session: Session, job: StitchJob, archive: Archive, *, owner: str, now: float) -> bool:
-    """Publish a stored archive as the broadcast's next version; False if the lease was lost."""
+def record_archives(session: Session, job: StitchJob, archives: list[Archive], *, owner: str, now: float) -> bool:
+    """Publish stored archives (one per format) as the next version; False if the lease was lost."""
     broadcast = _held(session, job.broadcast_id, owner)
-    if broadcast is None or broadcast.version + 1 != archive.version:
+    if broadcast is None or broadcast.version + 1 != job.next_version:
         return False
-    session.add(archive)
-    broadcast.version = archive.version
+    session.add_all(archives)
+    broadcast.version = job.next_version
     current = set(session.execute(select(Fragment.id).filter_by(broadcast_id=broadcast.id)).scalars())
+    suspect = [a.verification for a in archives if a.verification != "verified"]
     # Fragments that arrived while we stitched make this version already stale.
-    broadcast.status = "archived" if current == {f.id for f in job.fragments} else "settling"
-    broadcast.error = None
+    if current != {f.id for f in job.fragments}:
+        broadcast.status = "settling"
+    else:
+        broadcast.status = "suspect" if suspect else "archived"
+    broadcast.error = "; ".join(suspect) or None
     broadcast.attempts = 0
     broadcast.first_failure_at = broadcast.next_attempt_at = None
     broadcast.updated_at = now
@@ -327,7 +488,19 @@ def record_failure(
 
 
 def save_probe(session: Session, fragment_id: int, *, probe: str, sha256: str) -> None:
-    session.execute(update(Fragment).where(Fragment.id == fragment_id).values(probe=probe, sha256=sha256))
+    session.execute(update(Fragment).where(Fragment.id == fragment_id).values(probe=probe, sha256=sha256, error=None))
+
+
+def save_timing(session: Session, fragment_id: int, *, start: float, duration: float) -> None:
+    session.execute(
+        update(Fragment)
+        .where(Fragment.id == fragment_id)
+        .values(start=start, end=start + duration, duration=duration, timed=True)
+    )
+
+
+def save_fragment_error(session: Session, fragment_id: int, reason: str) -> None:
+    session.execute(update(Fragment).where(Fragment.id == fragment_id).values(error=reason))
 
 
 # --- queries ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 13:40:23.288182
+Create Date: 2026-11-27 13:54:54.889341
 
 """
 
@@ -37,16 +37,35 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_events_handled_at"), ["handled_at"], unique=False)
 
     op.create_table(
+        "jobs",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("dry_run", sa.Boolean(), nullable=False),
+        sa.Column("params", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("proposal", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_jobs_created_at"), ["created_at"], unique=False)
+
+    op.create_table(
         "streams",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("app", sa.String(length=255), nullable=False),
         sa.Column("appname", sa.String(length=255), nullable=False),
         sa.Column("stream_id", sa.String(length=1024), nullable=False),
-        sa.Column("format", sa.String(length=8), nullable=False),
-        sa.Column("live", sa.Boolean(), nullable=False),
+        sa.Column("live_sequence", sa.String(length=128), nullable=True),
+        sa.Column("live_since", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("app", "appname", "stream_id", "format"),
+        sa.UniqueConstraint("app", "appname", "stream_id"),
     )
+    with op.batch_alter_table("streams", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_streams_stream_id"), ["stream_id"], unique=False)
+
     op.create_table(
         "broadcasts",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -54,8 +73,9 @@ def upgrade() -> None:
         sa.Column("app", sa.String(length=255), nullable=False),
         sa.Column("appname", sa.String(length=255), nullable=False),
         sa.Column("stream_id", sa.String(length=1024), nullable=False),
-        sa.Column("format", sa.String(length=8), nullable=False),
+        sa.Column("format", sa.String(length=32), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("declared", sa.Boolean(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("started_at", sa.Float(), nullable=False),
         sa.Column("ended_at", sa.Float(), nullable=False),
@@ -87,6 +107,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("broadcast_id", sa.String(length=32), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=8), nullable=False),
+        sa.Column("verification", sa.Text(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("manifest_key", sa.Text(), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
@@ -98,7 +120,7 @@ def upgrade() -> None:
             ["broadcasts.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("broadcast_id", "version"),
+        sa.UniqueConstraint("broadcast_id", "version", "format"),
     )
     with op.batch_alter_table("archives", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_archives_broadcast_id"), ["broadcast_id"], unique=False)
@@ -119,9 +141,11 @@ def upgrade() -> None:
         sa.Column("file_size", sa.BigInteger(), nullable=True),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("session_id", sa.String(length=128), nullable=True),
+        sa.Column("timed", sa.Boolean(), nullable=False),
         sa.Column("received_at", sa.Float(), nullable=False),
         sa.Column("probe", sa.Text(), nullable=True),
         sa.Column("sha256", sa.String(length=64), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["broadcast_id"],
             ["broadcasts.id"],
@@ -137,12 +161,28 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_fragments_broadcast_id"), ["broadcast_id"], unique=False)
         batch_op.create_index("ix_fragments_stream_start", ["stream_id", "start"], unique=False)
 
+    op.create_table(
+        "job_broadcasts",
+        sa.Column("job_id", sa.String(length=40), nullable=False),
+        sa.Column("broadcast_id", sa.String(length=32), nullable=False),
+        sa.Column("base_version", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["broadcast_id"],
+            ["broadcasts.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["jobs.id"],
+        ),
+        sa.PrimaryKeyConstraint("job_id", "broadcast_id"),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     """Downgrade schema."""
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("job_broadcasts")
     with op.batch_alter_table("fragments", schema=None) as batch_op:
         batch_op.drop_index("ix_fragments_stream_start")
         batch_op.drop_index(batch_op.f("ix_fragments_broadcast_id"))
@@ -159,7 +199,14 @@ def downgrade() -> None:
         batch_op.drop_index("ix_broadcasts_started")
 
     op.drop_table("broadcasts")
+    with op.batch_alter_table("streams", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_streams_stream_id"))
+
     op.drop_table("streams")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_jobs_created_at"))
+
+    op.drop_table("jobs")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_handled_at"))
 
