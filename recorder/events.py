@@ -82,8 +82,8 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
     appid: int | None = None
-    app: str = ""
-    appname: str = ""
+    app: str = Field("", max_length=255)
+    appname: str = Field("", max_length=255)
     stream_id: str = Field(min_length=1, max_length=1024)
 
     @field_validator("stream_id")
@@ -131,7 +131,7 @@ class RecordingFileBody(_Body):
             except ValueError:
                 return None  # kept raw in the stored event
         if isinstance(ext, dict) and ext.get("session_id") not in (None, ""):
-            return str(ext["session_id"])
+            return str(ext["session_id"])[:128]
         return None
 
     def to_fragment(self) -> FragmentInfo:
@@ -170,9 +170,9 @@ class PushBody(_Body):
 class RecordStatusBody(_Body):
     """Tencent CSS event_type 332."""
 
-    domain: str = ""
+    domain: str = Field("", max_length=255)
     record_event: str = Field(min_length=1, max_length=64)
-    session_id: str | None = None
+    session_id: str | None = Field(None, max_length=128)
     event_time: float = Field(ge=0)
 
     @field_validator("session_id", mode="before")

@@ -120,8 +120,7 @@ def _spec_of(job: Job) -> Spec:
 def _selected(spec: StitchSpec) -> Any:
     if spec.stream_ids is not None:
         return Fragment.stream_id.in_(spec.stream_ids)
-    escaped = spec.stream_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # type: ignore[union-attr]
-    return Fragment.stream_id.like(f"{escaped}%", escape="\\")
+    return repository.like_prefix(Fragment.stream_id, spec.stream_prefix)  # type: ignore[arg-type]
 
 
 def _fragments_for(session: Session, spec: Spec, *, window: float) -> tuple[list[Any], set[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from recorder.config import Settings
 from recorder.demo import media_server, redis_server
 from recorder.samples import make_clip
 from tests.factories import ADMIN, BUCKET, KEY, READER
+from tests.postgres import create_database, drop_database, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +42,28 @@ def media_url(media_dir: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every test that touches the database runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'recorder.db'}"
+        return
+    server = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex}"
+    yield create_database(server, name)
+    drop_database(server, name)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, media_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str, redis_url: str, media_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'recorder.db'}",
+        database_url=database_url,
         storage_url=f"file://{tmp_path / 'archive'}",
         broker_url=redis_url,
         callback_keys=(KEY, "old-rotated-key"),

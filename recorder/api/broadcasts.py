@@ -91,6 +91,10 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
 def list_broadcasts() -> dict[str, Any]:
     query = repository.broadcasts_query(
         stream_id=request.args.get("stream_id") or None,
+        stream_prefix=request.args.get("stream_prefix") or None,
+        app=request.args.get("app") or None,
+        appname=request.args.get("appname") or None,
+        format=request.args.get("format") or None,
         status=request.args.get("status") or None,
         since=time_arg("since"),
         until=time_arg("until"),

@@ -506,9 +506,19 @@ def save_fragment_error(session: Session, fragment_id: int, reason: str) -> None
 # --- queries ----------------------------------------------------------------
 
 
+def like_prefix(column: Any, prefix: str) -> Any:
+    """``column LIKE 'prefix%'`` with the prefix's own wildcards escaped."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(f"{escaped}%", escape="\\")
+
+
 def broadcasts_query(
     *,
     stream_id: str | None = None,
+    stream_prefix: str | None = None,
+    app: str | None = None,
+    appname: str | None = None,
+    format: str | None = None,
     status: str | None = None,
     since: float | None = None,
     until: float | None = None,
@@ -518,6 +528,14 @@ def broadcasts_query(
     query = select(Broadcast).where(Broadcast.status != "merged")
     if stream_id is not None:
         query = query.where(Broadcast.stream_id == stream_id)
+    if stream_prefix is not None:
+        query = query.where(like_prefix(Broadcast.stream_id, stream_prefix))
+    if app is not None:
+        query = query.where(Broadcast.app == app)
+    if appname is not None:
+        query = query.where(Broadcast.appname == appname)
+    if format is not None:
+        query = query.where(like_prefix(Broadcast.format, format) | Broadcast.format.like(f"%,{format}%"))
     if status is not None:
         query = query.where(Broadcast.status == status)
     if since is not None:

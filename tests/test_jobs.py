@@ -1,0 +1,156 @@
+"""Batch jobs and imports: parsing, dry runs, idempotent submission, real runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from recorder import pipeline
+from recorder.config import Settings
+from recorder.errors import BadRequest
+from recorder.imports import parse_fragments
+from tests.factories import READER, auth, record_body
+
+START = 1_790_000_000  # 2026-09-21T14:13:20Z
+
+
+def own_csv(media_url: str, media_dir: Path, streams: int = 5, per_stream: int = 10) -> str:
+    """Fragments of 6 s, 2 s apart, per stream; the streams an hour apart."""
+    lines = ["stream_id,file_format,start_time,end_time,video_url,file_size,file_id"]
+    for s in range(streams):
+        for i in range(per_stream):
+            clip = f"clip{i % 3}.mp4"
+            begin = START + 3600 * s + 8 * i
+            size = (media_dir / clip).stat().st_size
+            lines.append(f"class_{s},mp4,{begin},{begin + 6},{media_url}/{clip},{size},f{s}-{i}")
+    return "\n".join(lines)
+
+
+def test_own_csv_columns_with_unix_or_iso_times() -> None:
+    data = (
+        "stream_id,file_format,start_time,end_time,video_url,file_size\n"
+        "s1,MP4,1790000000,1790000006,http://x.myqcloud.com/a.mp4,100\n"
+        "s1,flv,2026-09-21T14:13:28Z,2026-09-21T14:13:34Z,http://x.myqcloud.com/b.flv,\n"
+    )
+    first, second = parse_fragments(data, "csv")
+    assert (first.stream_id, first.format, first.start, first.file_size) == ("s1", "mp4", START, 100)
+    assert (second.format, second.start, second.file_size, second.app) == ("flv", START + 8, None, "import")
+    assert first.source_key != second.source_key
+
+
+def test_vod_console_file_list() -> None:
+    data = (
+        "FileName,FileId,Duration,Size,CreateTime,URL\n"
+        "class_9_2026-09-21-22-13-20_2026-09-21-22-43-20,5285890800000001,1800,1048576,2026-09-21 22:48:00,"
+        "http://1250000001.vod2.myqcloud.com/aa/bb/f0.mp4\n"
+    )
+    (fragment,) = parse_fragments(data, "csv")  # names are in the console's zone, +08:00 by default
+    assert (fragment.stream_id, fragment.start, fragment.end) == ("class_9", START, START + 1800)
+    assert (fragment.source_key, fragment.file_size, fragment.format) == ("tencent:5285890800000001", 1048576, "mp4")
+    (utc,) = parse_fragments(data, "csv", tz_offset="+00:00")
+    assert utc.start == START + 8 * 3600
+
+
+def test_jsonl_of_callback_bodies() -> None:
+    lines = [
+        json.dumps(record_body(file_id=f"j{i}", start_time=START + 8 * i, end_time=START + 8 * i + 6)) for i in range(3)
+    ]
+    fragments = parse_fragments("\n".join(lines) + "\n\n", "jsonl")
+    assert [f.source_key for f in fragments] == ["tencent:j0", "tencent:j1", "tencent:j2"]
+
+
+@pytest.mark.parametrize(
+    "data, fmt, reason",
+    [
+        ("{not json", "jsonl", "line 1: not valid JSON"),
+        ("[1]", "jsonl", "line 1: expected a JSON object"),
+        ('{"stream_id": "s"}', "jsonl", "line 1: file_format"),
+        ("a,b\n1,2\n", "csv", "line 2: expected either the columns"),
+        ("", "csv", "no header"),
+        (
+            "stream_id,file_format,start_time,end_time,video_url\ns,mp4,soon,1,http://h/a.mp4\n",
+            "csv",
+            "line 2: start_time",
+        ),
+        (
+            "stream_id,file_format,start_time,end_time,video_url\ns,mkv,1,2,http://h/a.mkv\n",
+            "csv",
+            "line 2: file_format",
+        ),
+        ("stream_id,file_format,start_time,end_time,video_url\ns,mp4,1,2,file:///etc/passwd\n", "csv", "video_url"),
+        ("x", "xml", "format"),
+    ],
+)
+def test_bad_imports_name_the_line(data: str, fmt: str, reason: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_fragments(data, fmt)
+    assert reason in caught.value.reason
+
+
+def test_dry_run_import_proposes_broadcasts_and_is_idempotent(
+    client: FlaskClient, media_url: str, media_dir: Path
+) -> None:
+    body = {"kind": "import", "format": "csv", "data": own_csv(media_url, media_dir), "dry_run": True}
+    first = client.post("/v1/jobs", json=body, headers=auth())
+    assert first.status_code == 202, first.get_json()
+    job = first.get_json()
+    assert job["status"] == "done" and job["dry_run"] is True and job["progress"]["total"] == 5
+    proposal = job["broadcasts"][0]
+    assert len(proposal["fragments"]) == 10 and len(proposal["gaps"]) == 9
+    assert proposal["expected_duration"] == 60 and all(f["new"] for f in proposal["fragments"])
+    again = client.post("/v1/jobs", json=body, headers=auth())
+    assert again.status_code == 200 and again.get_json()["id"] == job["id"]
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth(READER)).get_json() == again.get_json()
+    assert client.get("/v1/jobs", headers=auth(READER)).get_json()["items"][0]["id"] == job["id"]
+
+
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ({"kind": "nope"}, 400, "kind"),
+        ({"kind": "stitch", "since": 1, "until": 2}, 400, "exactly one of stream_ids and stream_prefix"),
+        ({"kind": "stitch", "stream_ids": ["a"], "since": 5, "until": 2}, 400, "until must be after since"),
+        ({"kind": "stitch", "stream_ids": ["a"], "since": "then", "until": 2}, 400, "since"),
+        ({"kind": "import", "format": "csv", "data": "a,b\n1,2", "dry_run": True}, 400, "line 2"),
+        ({"kind": "import", "format": "csv", "data": "x", "extra": 1}, 400, "extra"),
+    ],
+)
+def test_bad_job_requests_are_400(client: FlaskClient, body: dict, status: int, reason: str) -> None:  # type: ignore[type-arg]
+    answer = client.post("/v1/jobs", json=body, headers=auth())
+    assert answer.status_code == status and reason in answer.get_json()["error"]
+
+
+def test_jobs_need_an_admin_token_to_submit(client: FlaskClient) -> None:
+    body = {"kind": "stitch", "stream_ids": ["a"], "since": 1, "until": 2}
+    assert client.post("/v1/jobs", json=body, headers=auth(READER)).status_code == 403
+    assert client.post("/v1/jobs", json=body).status_code == 401
+    assert client.get("/v1/jobs/jnope", headers=auth()).status_code == 404
+
+
+def test_import_runs_once_and_archives_every_broadcast(
+    client: FlaskClient, settings: Settings, media_url: str, media_dir: Path
+) -> None:
+    body = {"kind": "import", "format": "csv", "data": own_csv(media_url, media_dir, streams=2, per_stream=3)}
+    job = client.post("/v1/jobs", json=body, headers=auth()).get_json()
+    assert job["status"] == "queued"
+    ctx = pipeline.Context.build(settings)
+    broadcast_ids = pipeline.run_job(ctx, job["id"])
+    assert len(broadcast_ids) == 2
+    assert pipeline.run_job(ctx, job["id"]) == []  # a redelivered task does nothing
+    running = client.get(f"/v1/jobs/{job['id']}", headers=auth()).get_json()
+    assert running["status"] == "running" and running["progress"] == {"total": 2, "done": 0, "failed": 0, "bytes": 0}
+    assert [pipeline.stitch_broadcast(ctx, b) for b in broadcast_ids] == ["archived", "archived"]
+    done = client.get(f"/v1/jobs/{job['id']}", headers=auth()).get_json()
+    assert done["status"] == "done" and done["progress"]["done"] == 2 and done["progress"]["bytes"] > 0
+    assert client.post("/v1/jobs", json=body, headers=auth()).status_code == 200  # same inputs: same job
+
+    # A stitch job over the same range re-stitches: version 2.
+    stitch = {"kind": "stitch", "stream_prefix": "class_", "since": START - 10, "until": START + 7200}
+    rerun = client.post("/v1/jobs", json=stitch, headers=auth()).get_json()
+    assert sorted(pipeline.run_job(ctx, rerun["id"])) == sorted(broadcast_ids)
+    assert [pipeline.stitch_broadcast(ctx, b) for b in broadcast_ids] == ["archived", "archived"]
+    final = client.get(f"/v1/jobs/{rerun['id']}", headers=auth()).get_json()
+    assert final["status"] == "done" and {b["version"] for b in final["broadcasts"]} == {2}
