@@ -13,6 +13,10 @@ APT_PACKAGES := ffmpeg redis-server
 demo: system venv
 	$(BIN)/recorder demo
 
+# Only the tests need a browser: the UI tests drive Debian's chromium with Playwright
+# (which cannot download its own build here).
+test: SYSTEM_TOOLS += /usr/bin/chromium
+test: APT_PACKAGES += chromium
 test: system venv
 	$(BIN)/pytest -q
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -51,13 +52,17 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         publisher=publisher or Publisher(settings),
     )
 
-    from recorder.api import broadcasts, health, jobs
+    from recorder.api import broadcasts, health, jobs, openapi
     from recorder.callbacks import views as callbacks
+    from recorder.ui import views as ui
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(broadcasts.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(ui.bp)
+    app.register_blueprint(openapi.bp)
+    openapi.api.register(app)
 
     @app.errorhandler(RecorderError)
     def _recorder_error(error: RecorderError):  # type: ignore[no-untyped-def]
@@ -65,8 +70,10 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
-        status = error.code or 500
-        return jsonify(code=status, error=error.description), status
+        response = error.get_response()  # keeps headers such as Allow on a 405
+        response.data = json.dumps({"code": error.code or 500, "error": error.description})
+        response.content_type = "application/json"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):  # type: ignore[no-untyped-def]

@@ -247,6 +247,7 @@ class S3Store:
         if self.exists(stored.key) == stored:
             return stored
         with self._errors("upload", stored.key):
+            self._abort_stale_uploads(stored.key)
             upload()
         after = self.exists(stored.key)
         if after != stored:
@@ -269,6 +270,13 @@ class S3Store:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, Metadata={"sha256": sha256}
             ),
         )
+
+    def _abort_stale_uploads(self, key: str) -> None:
+        """Abort multipart uploads of this key left by a killed worker (the caller holds its lease)."""
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        for upload in listing.get("Uploads", []):
+            if upload["Key"] == key:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
 
     def exists(self, key: str) -> StoredObject | None:
         with self._errors("head", key):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recorder.errors import MalformedCallback
+from recorder.timeutil import LATEST
 
 
 class MediaFormat(StrEnum):
@@ -71,6 +72,16 @@ class RecordSignal:
 Event = FragmentInfo | PushSignal | RecordSignal | None
 
 
+def _text(value: str) -> str:
+    """Text we store and show: no control characters, and valid Unicode (no lone surrogates)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise ValueError("must be printable text (no control characters or lone surrogates)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,12 +97,15 @@ class _Body(BaseModel):
     appname: str = Field("", max_length=255)
     stream_id: str = Field(min_length=1, max_length=1024)
 
-    @field_validator("stream_id")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            raise ValueError("must not contain control characters")
-        return value
+    @model_validator(mode="after")
+    def _texts(self) -> _Body:
+        for name, value in self:
+            if isinstance(value, str):
+                try:
+                    _text(value)
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+        return self
 
 
 class RecordingFileBody(_Body):
@@ -99,12 +113,12 @@ class RecordingFileBody(_Body):
 
     file_id: str = Field(min_length=1, max_length=256)
     file_format: MediaFormat
-    start_time: float = Field(ge=0)
-    end_time: float = Field(ge=0)
+    start_time: float = Field(ge=0, lt=LATEST)
+    end_time: float = Field(ge=0, lt=LATEST)
     start_time_usec: int = Field(0, ge=0, lt=1_000_000)
     end_time_usec: int = Field(0, ge=0, lt=1_000_000)
-    duration: float | None = Field(None, ge=0)
-    file_size: int | None = Field(None, ge=0)
+    duration: float | None = Field(None, ge=0, lt=LATEST)
+    file_size: int | None = Field(None, ge=0, lt=2**63)
     video_url: str = Field(min_length=1, max_length=4096)
     callback_ext: str | dict[str, Any] | None = None
 
@@ -159,7 +173,7 @@ class PushBody(_Body):
 
     event_type: Literal[0, 1]
     sequence: str = Field(min_length=1, max_length=128)
-    event_time: float = Field(ge=0)
+    event_time: float = Field(ge=0, lt=LATEST)
 
     @field_validator("sequence", mode="before")
     @classmethod
@@ -173,7 +187,7 @@ class RecordStatusBody(_Body):
     domain: str = Field("", max_length=255)
     record_event: str = Field(min_length=1, max_length=64)
     session_id: str | None = Field(None, max_length=128)
-    event_time: float = Field(ge=0)
+    event_time: float = Field(ge=0, lt=LATEST)
 
     @field_validator("session_id", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -35,7 +35,7 @@ class StitchSpec(BaseModel):
     stream_prefix: str | None = Field(None, min_length=1, max_length=1024)
     since: float
     until: float
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -60,7 +60,7 @@ class ImportSpec(BaseModel):
     format: str = Field(pattern="^(jsonl|csv)$")
     data: str = Field(min_length=1)
     timezone: str = "+08:00"  # of the VOD console's file names
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
 
 Spec = StitchSpec | ImportSpec
@@ -69,15 +69,19 @@ Spec = StitchSpec | ImportSpec
 def parse_spec(body: object) -> Spec:
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
-    model = {"stitch": StitchSpec, "import": ImportSpec}.get(body.get("kind"))  # type: ignore[arg-type]
+    kind = body.get("kind")
+    model = {"stitch": StitchSpec, "import": ImportSpec}.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise BadRequest("kind: expected 'stitch' or 'import'")
     try:
-        return model.model_validate(body)
+        spec = model.model_validate(body)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(map(str, first["loc"])) or "body"
         raise BadRequest(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    if isinstance(spec, ImportSpec):
+        parse_fragments(spec.data, spec.format, tz_offset=spec.timezone)  # a bad import is refused now, not later
+    return spec
 
 
 def job_id(spec: Spec) -> str:
@@ -236,11 +240,13 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
         done += finished
         failed += broadcast.status == "failed"
         if finished:
-            size += session.execute(
-                select(func.coalesce(func.sum(Archive.size), 0)).where(
-                    Archive.broadcast_id == broadcast.id, Archive.version == broadcast.version
-                )
-            ).scalar_one()
+            size += int(
+                session.execute(
+                    select(func.coalesce(func.sum(Archive.size), 0)).where(
+                        Archive.broadcast_id == broadcast.id, Archive.version == broadcast.version
+                    )
+                ).scalar_one()
+            )  # PostgreSQL sums bigint as numeric
         broadcasts.append(
             {
                 "id": broadcast.id,

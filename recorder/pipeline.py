@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -94,7 +95,11 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
 def sweep(ctx: Context) -> repository.SweepWork:
     with transaction(ctx.sessions) as session:
         return repository.sweep(
-            session, settle=ctx.settings.settle_seconds, lease=ctx.settings.lease_seconds, now=ctx.clock()
+            session,
+            settle=ctx.settings.settle_seconds,
+            lease=ctx.settings.lease_seconds,
+            max_attempts=ctx.settings.max_attempts,
+            now=ctx.clock(),
         )
 
 
@@ -148,6 +153,8 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
     if job is None:
         return "skipped"
     ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ctx.settings.work_dir.glob(f"{broadcast_id}-*"):  # left by a killed attempt; the lease is ours
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         with (
             _lease_renewed(ctx, broadcast_id),

@@ -7,6 +7,7 @@ periodic sweep sends the work again once the broker is back.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
@@ -51,15 +52,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class Publisher:
-    def __init__(self, settings: Settings) -> None:
+    """Sends tasks by name. After a failure it stops trying for ``pause`` seconds, so
+    callbacks are answered at full speed while the broker is down."""
+
+    def __init__(self, settings: Settings, *, pause: float = 5.0) -> None:
         self.celery = Celery("recorder-publisher")
         self.celery.conf.update(celery_config(settings))
+        self.pause = pause
+        self._down_until = 0.0
 
     def send(self, task: str, *args: Any) -> bool:
         """Publish without blocking the caller for long; False when the broker is down."""
+        if time.monotonic() < self._down_until:
+            return False
         try:
             self.celery.send_task(task, args=args, retry=False)
         except Exception as error:  # broker down: the sweep will deliver it
-            log.warning("could not publish %s%r: %s", task, args, error)
+            self._down_until = time.monotonic() + self.pause
+            log.warning("could not publish %s%r (retrying in %.0f s; the sweep delivers it): %s", task, args, self.pause, error)
             return False
         return True

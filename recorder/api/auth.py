@@ -15,7 +15,7 @@ from recorder.errors import Forbidden, Unauthorized
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _known(token: str, tokens: frozenset[str]) -> bool:
+def known(token: str, tokens: frozenset[str]) -> bool:
     matched = False
     for candidate in tokens:  # constant time per candidate, and all are tried
         matched |= hmac.compare_digest(candidate.encode(), token.encode())
@@ -28,9 +28,9 @@ def require_token(*, admin: bool = False) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             settings = services().settings
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token or not _known(token.strip(), settings.read_tokens):
+            if scheme.lower() != "bearer" or not token or not known(token.strip(), settings.read_tokens):
                 raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
-            if admin and not _known(token.strip(), settings.admin_tokens):
+            if admin and not known(token.strip(), settings.admin_tokens):
                 raise Forbidden("this token is read-only; the action needs an admin token")
             return view(*args, **kwargs)
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 from sqlalchemy.orm import Session
 
+from recorder import actions
 from recorder.api.auth import require_token
-from recorder.api.params import after_arg, page, time_arg
+from recorder.api.openapi import (
+    TOKEN,
+    BroadcastList,
+    BroadcastOut,
+    DeclareWindow,
+    FragmentList,
+    Response,
+    documented,
+    errors,
+)
+from recorder.api.params import BroadcastQuery, FragmentQuery, json_body, page, query_args
 from recorder.app import services
-from recorder.errors import BadRequest, NotFound
+from recorder.errors import NotFound
 from recorder.grouping import gaps
-from recorder.queue import STITCH
 from recorder.store import repository
-from recorder.store.db import transaction
 from recorder.store.models import Archive, Broadcast, Fragment
-from recorder.timeutil import iso, parse_time
+from recorder.timeutil import iso
 
 bp = Blueprint("broadcasts", __name__)
 
@@ -87,21 +95,26 @@ def broadcast_json(broadcast: Broadcast, *, detail: bool) -> dict[str, Any]:
 
 
 @bp.get("/v1/broadcasts")
+@documented(
+    query=BroadcastQuery, resp=Response(HTTP_200=BroadcastList, **errors(400, 401)), security=TOKEN, tags=["broadcasts"]
+)
 @require_token()
 def list_broadcasts() -> dict[str, Any]:
+    args = query_args(BroadcastQuery)
     query = repository.broadcasts_query(
-        stream_id=request.args.get("stream_id") or None,
-        stream_prefix=request.args.get("stream_prefix") or None,
-        app=request.args.get("app") or None,
-        appname=request.args.get("appname") or None,
-        format=request.args.get("format") or None,
-        status=request.args.get("status") or None,
-        since=time_arg("since"),
-        until=time_arg("until"),
-        after=after_arg(),
+        # An empty filter (a blank form field) filters nothing.
+        stream_id=args.stream_id or None,
+        stream_prefix=args.stream_prefix or None,
+        app=args.app or None,
+        appname=args.appname or None,
+        format=args.format or None,
+        status=args.status or None,
+        since=args.since,
+        until=args.until,
+        after=args.after(),
     )
     with services().sessions() as session:
-        rows, cursor = page(session, query, lambda b: (b.started_at, b.id))
+        rows, cursor = page(session, query, args, lambda b: (b.started_at, b.id))
         return {"items": [broadcast_json(b, detail=True) for b in rows], "next_cursor": cursor}
 
 
@@ -113,6 +126,7 @@ def _get_broadcast(session: Session, broadcast_id: str) -> Broadcast:
 
 
 @bp.get("/v1/broadcasts/<broadcast_id>")
+@documented(resp=Response(HTTP_200=BroadcastOut, **errors(401, 404)), security=TOKEN, tags=["broadcasts"])
 @require_token()
 def show_broadcast(broadcast_id: str) -> dict[str, Any]:
     with services().sessions() as session:
@@ -120,64 +134,39 @@ def show_broadcast(broadcast_id: str) -> dict[str, Any]:
 
 
 @bp.post("/v1/broadcasts")
+@documented(
+    json=DeclareWindow,
+    resp=Response(HTTP_201=BroadcastOut, **errors(400, 401, 403)),
+    security=TOKEN,
+    tags=["broadcasts"],
+)
 @require_token(admin=True)
 def declare_broadcast() -> tuple[dict[str, Any], int]:
     """Declare a window the app knows (a class from 9:00 to 9:45): its fragments are one broadcast."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object with stream_id, start and end")
-    stream_id = body.get("stream_id")
-    if not isinstance(stream_id, str) or not stream_id.strip():
-        raise BadRequest("stream_id: required, a non-empty string")
-    try:
-        start, end = parse_time(body["start"]), parse_time(body["end"])
-    except (KeyError, TypeError, ValueError):
-        raise BadRequest("start and end: required, ISO 8601 or UNIX seconds") from None
-    if end <= start:
-        raise BadRequest("end must be after start")
-    app, appname = body.get("app", ""), body.get("appname", "")
-    if not isinstance(app, str) or not isinstance(appname, str):
-        raise BadRequest("app and appname must be strings")
-    svc = services()
-    with transaction(svc.sessions) as session:
-        broadcast = repository.declare_window(
-            session,
-            stream_id=stream_id,
-            start=start,
-            end=end,
-            app=app,
-            appname=appname,
-            window=svc.settings.reconnect_window,
-            now=time.time(),
-        )
-        broadcast_id = broadcast.id
-    with svc.sessions() as session:
+    broadcast_id = actions.declare(json_body(DeclareWindow))
+    with services().sessions() as session:
         return broadcast_json(_get_broadcast(session, broadcast_id), detail=True), 201
 
 
 @bp.post("/v1/broadcasts/<broadcast_id>/stitch")
+@documented(resp=Response(HTTP_202=BroadcastOut, **errors(400, 401, 403, 404)), security=TOKEN, tags=["broadcasts"])
 @require_token(admin=True)
 def stitch_broadcast(broadcast_id: str) -> tuple[dict[str, Any], int]:
-    svc = services()
-    with transaction(svc.sessions) as session:
-        broadcast = _get_broadcast(session, broadcast_id)
-        if broadcast.status == "merged":
-            raise BadRequest(f"broadcast {broadcast_id} was merged into {broadcast.merged_into}; stitch that one")
-        repository.request_stitch(session, broadcast, now=time.time())
-    svc.publisher.send(STITCH, broadcast_id)
-    with svc.sessions() as session:
+    actions.stitch_now(broadcast_id)
+    with services().sessions() as session:
         return broadcast_json(_get_broadcast(session, broadcast_id), detail=True), 202
 
 
 @bp.get("/v1/fragments")
+@documented(
+    query=FragmentQuery, resp=Response(HTTP_200=FragmentList, **errors(400, 401)), security=TOKEN, tags=["fragments"]
+)
 @require_token()
 def list_fragments() -> dict[str, Any]:
+    args = query_args(FragmentQuery)
     query = repository.fragments_query(
-        stream_id=request.args.get("stream_id") or None,
-        since=time_arg("since"),
-        until=time_arg("until"),
-        after=after_arg(),
+        stream_id=args.stream_id or None, since=args.since, until=args.until, after=args.after()
     )
     with services().sessions() as session:
-        rows, cursor = page(session, query, lambda f: (f.start, f.id))
+        rows, cursor = page(session, query, args, lambda f: (f.start, f.id))
         return {"items": [fragment_json(f) for f in rows], "next_cursor": cursor}

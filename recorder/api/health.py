@@ -5,17 +5,20 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
+from recorder.api.openapi import Health, Ready, Response, documented
 from recorder.app import services
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@documented(resp=Response(HTTP_200=Health), tags=["health"])
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
+@documented(resp=Response(HTTP_200=Ready, HTTP_503=Ready), tags=["health"])
 def readyz():  # type: ignore[no-untyped-def]
     svc = services()
     checks: dict[str, str] = {}

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, String, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -333,8 +333,35 @@ class SweepWork:
     stitches: list[str]
 
 
-def sweep(session: Session, *, settle: float, lease: float, now: float, event_grace: float = 5.0) -> SweepWork:
-    """Find stored-but-unhandled events, settle quiet broadcasts, pick due stitches."""
+def sweep(
+    session: Session, *, settle: float, lease: float, max_attempts: int, now: float, event_grace: float = 5.0
+) -> SweepWork:
+    """Find stored-but-unhandled events, settle quiet broadcasts, pick due stitches.
+
+    A lease that expired while still held means its worker died (killed, out of
+    memory, timed out); after ``max_attempts`` such deaths the broadcast fails
+    instead of killing workers forever.
+    """
+    session.execute(
+        update(Broadcast)
+        .where(
+            Broadcast.status == "stitching",
+            Broadcast.lease_owner.is_not(None),
+            Broadcast.lease_until < now,
+            Broadcast.attempts >= max_attempts,
+        )
+        .values(
+            status="failed",
+            error=literal(
+                f"stitching stopped {max_attempts} times without finishing (worker killed or timed out); last worker: ",
+                String,
+            )
+            + Broadcast.lease_owner,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
     events = list(
         session.execute(
             select(Event.id)
