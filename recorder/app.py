@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from recorder.archive import ArchiveStore, open_store
+from recorder.bodydeadline import BodyDeadline
 from recorder.config import Settings
 from recorder.errors import RecorderError
 from recorder.queue import Publisher
@@ -42,7 +43,10 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     migrate(engine)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = CALLBACK_BODY_LIMIT
+    # One byte over the limit is let through so a chunked body at the limit can be told
+    # from one beyond it (werkzeug truncates streams silently); callback_body() refuses it.
+    app.config["MAX_CONTENT_LENGTH"] = CALLBACK_BODY_LIMIT + 1
+    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["recorder"] = Services(
         settings=settings,

@@ -7,14 +7,23 @@ environment always wins.
 from __future__ import annotations
 
 import os
+import posixpath
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+# ``<server path prefix>=<base URL>`` pairs, comma-separated in the environment.
+PathBases = Annotated[tuple[tuple[str, str], ...], NoDecode]
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class ConfigError(Exception):
@@ -50,6 +59,8 @@ class Settings(BaseSettings):
     # least this long before a broadcast is marked failed.
     retry_seconds: float = Field(600, ge=0)
     max_attempts: int = Field(8, ge=1)
+    # A request body must arrive within this many seconds (slow-drip clients are cut off).
+    body_timeout: float = Field(10, gt=0)
     download_timeout: float = Field(30, gt=0)
     download_workers: int = Field(4, ge=1)
     ffmpeg_timeout: float = Field(3600, gt=0)
@@ -66,12 +77,42 @@ class Settings(BaseSettings):
     broken_fragments: Literal["fail", "skip"] = "fail"
     # Publish an archive that fails verification as "suspect" instead of failing the broadcast.
     publish_suspect: bool = False
+    # Other sources: TRTC cloud recording keys, and tokens for servers that cannot sign (SRS, nginx-rtmp).
+    trtc_keys: CommaList = ()
+    # Where TRTC cloud-storage files (event 310) can be downloaded: a URL with
+    # {SdkAppId}, {RoomId}, {TaskId} and {FileName}; unset, those files are only stored.
+    trtc_storage_url: str | None = None
+    source_tokens: CommaList = ()
+    source_media_base: PathBases = ()
 
-    @field_validator("callback_keys", "media_hosts", "api_tokens", mode="before")
+    @field_validator("callback_keys", "media_hosts", "api_tokens", "trtc_keys", "source_tokens", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("source_media_base", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(tuple(entry.partition("=")[::2]) for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("source_media_base")
+    @classmethod
+    def _check_bases(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        pairs = tuple((prefix.strip(), base.strip()) for prefix, base in value)
+        for prefix, base in pairs:
+            if not prefix.startswith("/") or not _is_http_url(base):
+                raise ValueError(f"bad entry {prefix}={base}: use <absolute server path prefix>=<http(s) base URL>")
+        return tuple((posixpath.normpath(prefix), base.rstrip("/")) for prefix, base in pairs)
+
+    @field_validator("trtc_storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is not None and (not _is_http_url(value) or "{FileName}" not in value):
+            raise ValueError("must be an http(s) URL containing {FileName}")
         return value
 
     @cached_property
