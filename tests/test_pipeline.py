@@ -63,15 +63,12 @@ def send_fragments(
 
 def run_until_quiet(ctx: pipeline.Context, clock: Clock) -> list[str]:
     """What the beat would do: handle events, settle, stitch what is due."""
-    outcomes = []
     clock.now += ctx.settings.settle_seconds + 60
-    work = pipeline.sweep(ctx)
-    for event_id in work.events:
+    first = pipeline.sweep(ctx)
+    for event_id in first.events:
         pipeline.handle_event(ctx, event_id)
-    work = pipeline.sweep(ctx)
-    for broadcast_id in work.stitches:
-        outcomes.append(pipeline.stitch_broadcast(ctx, broadcast_id))
-    return outcomes
+    due = first.stitches + pipeline.sweep(ctx).stitches
+    return [pipeline.stitch_broadcast(ctx, broadcast_id) for broadcast_id in due]
 
 
 @pytest.fixture
