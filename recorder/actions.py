@@ -10,30 +10,26 @@ from typing import Any
 
 from recorder import jobs
 from recorder.api.openapi import DeclareWindow
-from recorder.app import services
-from recorder.errors import BadRequest, NotFound
+from recorder.errors import BadRequest
+from recorder.queries import get_broadcast
 from recorder.queue import RUN_JOB, STITCH
+from recorder.services import Services
 from recorder.store import repository
 from recorder.store.db import transaction
-from recorder.store.models import Broadcast
 
 
-def stitch_now(broadcast_id: str) -> None:
+def stitch_now(svc: Services, broadcast_id: str) -> None:
     """Finalize now, or re-stitch: the next archive is a new version."""
-    svc = services()
     with transaction(svc.sessions) as session:
-        broadcast = session.get(Broadcast, broadcast_id)
-        if broadcast is None:
-            raise NotFound(f"no broadcast {broadcast_id!r}")
+        broadcast = get_broadcast(session, broadcast_id)
         if broadcast.status == "merged":
             raise BadRequest(f"broadcast {broadcast_id} was merged into {broadcast.merged_into}; stitch that one")
         repository.request_stitch(session, broadcast, now=time.time())
     svc.publisher.send(STITCH, broadcast_id)
 
 
-def declare(window: DeclareWindow) -> str:
+def declare(svc: Services, window: DeclareWindow) -> str:
     """Declare a window the app knows (a class from 9:00 to 9:45); returns the new broadcast's id."""
-    svc = services()
     with transaction(svc.sessions) as session:
         broadcast = repository.declare_window(
             session,
@@ -48,10 +44,9 @@ def declare(window: DeclareWindow) -> str:
         return broadcast.id
 
 
-def submit_job(body: object) -> tuple[dict[str, Any], bool]:
+def submit_job(svc: Services, body: object) -> tuple[dict[str, Any], bool]:
     """The job as the API shows it, and whether this submission created it (the same inputs are one job)."""
     spec = jobs.parse_spec(body)
-    svc = services()
     with transaction(svc.sessions) as session:
         submitted = jobs.submit(session, spec, window=svc.settings.reconnect_window, now=time.time())
         view = jobs.job_view(session, submitted.job)

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 from flask import Flask, current_app, jsonify
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from recorder.archive import ArchiveStore, open_store
 from recorder.bodydeadline import BodyDeadline
 from recorder.config import Settings
 from recorder.errors import RecorderError
 from recorder.queue import Publisher
-from recorder.store.db import make_engine, make_sessions, migrate
+from recorder.services import Services
 
 log = logging.getLogger(__name__)
 
 CALLBACK_BODY_LIMIT = 64 * 1024
-
-
-@dataclass
-class Services:
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    store: ArchiveStore
-    publisher: Publisher
 
 
 def services() -> Services:
@@ -39,8 +26,6 @@ def services() -> Services:
 def create_app(settings: Settings | None = None, *, publisher: Publisher | None = None) -> Flask:
     settings = settings or Settings()
     settings.require_callback_keys()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
 
     app = Flask(__name__)
     # One byte over the limit is let through so a chunked body at the limit can be told
@@ -48,13 +33,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.config["MAX_CONTENT_LENGTH"] = CALLBACK_BODY_LIMIT + 1
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["recorder"] = Services(
-        settings=settings,
-        engine=engine,
-        sessions=make_sessions(engine),
-        store=open_store(settings),
-        publisher=publisher or Publisher(settings),
-    )
+    app.extensions["recorder"] = Services.build(settings, **({"publisher": publisher} if publisher else {}))
 
     from recorder.api import broadcasts, health, jobs, openapi
     from recorder.callbacks import views as callbacks

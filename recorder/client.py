@@ -14,21 +14,13 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
-from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from recorder import actions, jobs
-from recorder.api.broadcasts import broadcast_json, fragment_json
-from recorder.api.params import BroadcastQuery, FragmentQuery, PageQuery, page, query_args
-from recorder.app import Services
-from recorder.archive import open_store
+from recorder import actions, queries
 from recorder.config import Settings
 from recorder.errors import BadRequest, Forbidden, NotFound, RecorderError, Unauthorized
-from recorder.queue import Publisher
-from recorder.store import repository
-from recorder.store.db import make_engine, make_sessions, migrate
-from recorder.store.models import Broadcast, Job
+from recorder.queries import BroadcastQuery, FragmentQuery, PageQuery, parse_query
+from recorder.services import Services
 
 JSON = dict[str, Any]
 PAGE_MAX = 500  # the API's largest page
@@ -75,85 +67,40 @@ def collect(fetch: Callable[[JSON], JSON], query: JSON, *, everything: bool) -> 
 
 
 class DirectClient:
-    """The database named by the settings, through the functions the API views call."""
+    """The database named by the settings, through the same functions the API views call."""
 
     def __init__(self, settings: Settings) -> None:
-        with _database():  # wired as create_app does, migrations included
-            engine = make_engine(settings.database_url)
-            migrate(engine)
-        self.services = Services(
-            settings=settings,
-            engine=engine,
-            sessions=make_sessions(engine),
-            store=open_store(settings),
-            publisher=Publisher(settings),
-        )
-        # broadcast_json, query_args and actions read Flask's app and request globals:
-        # a bare app holding the same services lets us call them as the API does.
-        self.flask = Flask(__name__)
-        self.flask.extensions["recorder"] = self.services
-
-    @contextmanager
-    def _context(self, query: JSON | None = None) -> Iterator[None]:
-        """Flask's app and request globals, the request carrying ``query``."""
-        args = {k: v for k, v in (query or {}).items() if v is not None}
-        with _database(), self.flask.test_request_context(query_string=args):
-            yield
-
-    @contextmanager
-    def _session(self, query: JSON | None = None) -> Iterator[Session]:
-        with self._context(query), self.services.sessions() as session:
-            yield session
+        with _database():
+            self.services = Services.build(settings)
 
     def broadcasts(self, query: JSON) -> JSON:
-        with self._session(query) as session:
-            args = query_args(BroadcastQuery)
-            filters = args.model_dump(exclude={"limit", "cursor"})
-            rows, cursor = page(
-                session,
-                repository.broadcasts_query(**filters, after=args.after()),
-                args,
-                lambda b: (b.started_at, b.id),
-            )
-            return {"items": [broadcast_json(b, detail=True) for b in rows], "next_cursor": cursor}
+        with _database():
+            return queries.list_broadcasts(self.services, parse_query(BroadcastQuery, query))
 
     def broadcast(self, broadcast_id: str) -> JSON:
-        with self._session() as session:
-            broadcast = session.get(Broadcast, broadcast_id)
-            if broadcast is None:
-                raise NotFound(f"no broadcast {broadcast_id!r}")
-            return broadcast_json(broadcast, detail=True)
+        with _database():
+            return queries.show_broadcast(self.services, broadcast_id)
 
     def fragments(self, query: JSON) -> JSON:
-        with self._session(query) as session:
-            args = query_args(FragmentQuery)
-            filters = args.model_dump(exclude={"limit", "cursor"})
-            rows, cursor = page(
-                session, repository.fragments_query(**filters, after=args.after()), args, lambda f: (f.start, f.id)
-            )
-            return {"items": [fragment_json(f) for f in rows], "next_cursor": cursor}
+        with _database():
+            return queries.list_fragments(self.services, parse_query(FragmentQuery, query))
 
     def stitch(self, broadcast_id: str) -> JSON:
-        with self._context():
-            actions.stitch_now(broadcast_id)
-        return self.broadcast(broadcast_id)
+        with _database():
+            actions.stitch_now(self.services, broadcast_id)
+            return queries.show_broadcast(self.services, broadcast_id)
 
     def submit(self, spec: JSON) -> tuple[JSON, bool]:
-        with self._context():
-            return actions.submit_job(spec)
+        with _database():
+            return actions.submit_job(self.services, spec)
 
     def job(self, job_id: str) -> JSON:
-        with self._session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job {job_id!r}")
-            return jobs.job_view(session, job)
+        with _database():
+            return queries.show_job(self.services, job_id)
 
     def jobs(self, query: JSON) -> JSON:
-        with self._session(query) as session:
-            args = query_args(PageQuery)
-            rows, cursor = page(session, jobs.jobs_query(after=args.after()), args, lambda j: (j.created_at, j.id))
-            return {"items": [jobs.job_view(session, job) for job in rows], "next_cursor": cursor}
+        with _database():
+            return queries.list_jobs(self.services, parse_query(PageQuery, query))
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from recorder.errors import BadRequest
 from recorder.events import FragmentInfo
 from recorder.grouping import gaps, group_fragments, timeline
 from recorder.imports import parse_fragments
+from recorder.present import gap_json
 from recorder.store import repository
 from recorder.store.models import Archive, Broadcast, Fragment, Job, JobBroadcast
 from recorder.timeutil import iso, parse_time
@@ -43,6 +44,11 @@ class StitchSpec(BaseModel):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError("expected ISO 8601 or UNIX seconds")
         return parse_time(value)
+
+    @field_validator("stream_ids")
+    @classmethod
+    def _as_a_set(cls, value: list[str] | None) -> list[str] | None:
+        return sorted(set(value)) if value is not None else None  # order and repeats must not change the job id
 
     @model_validator(mode="after")
     def _one_selector(self) -> StitchSpec:
@@ -165,7 +171,7 @@ def propose(session: Session, spec: Spec, *, window: float) -> list[dict[str, An
                 }
                 for f in group
             ],
-            "gaps": [{"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)} for g in gaps(group)],
+            "gaps": [gap_json(g) for g in gaps(group)],
             "expected_duration": round(sum(f.end - f.start - p.trim for p in timeline(group) for f in [p.fragment]), 3),
         }
         for group in groups

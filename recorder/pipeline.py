@@ -22,16 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from recorder import archive, fetch, jobs, stitch
 from recorder.callbacks import parse_stored
-from recorder.config import Settings
 from recorder.errors import FetchError, RecorderError, StitchError, StorageError
 from recorder.grouping import Placement, gaps, timeline
+from recorder.present import gap_json
+from recorder.services import Services
 from recorder.store import repository
-from recorder.store.db import make_engine, make_sessions, migrate, transaction
+from recorder.store.db import transaction
 from recorder.store.models import Archive, Fragment
 from recorder.timeutil import iso
 
@@ -39,29 +37,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Context:
-    """What every step needs, built once per process."""
+class Context(Services):
+    """What every step needs, built once per process: the services, plus who and when."""
 
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    store: archive.ArchiveStore
-    allow: fetch.HostAllowlist
+    allow: fetch.HostAllowlist = field(init=False)
     clock: Callable[[], float] = time.time
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
-    @classmethod
-    def build(cls, settings: Settings, *, run_migrations: bool = True) -> Context:
-        engine = make_engine(settings.database_url)
-        if run_migrations:
-            migrate(engine)
-        return cls(
-            settings=settings,
-            engine=engine,
-            sessions=make_sessions(engine),
-            store=archive.open_store(settings),
-            allow=fetch.HostAllowlist(settings.media_hosts),
-        )
+    def __post_init__(self) -> None:
+        self.allow = fetch.HostAllowlist(self.settings.media_hosts)
 
 
 def handle_event(ctx: Context, event_id: int) -> bool:
@@ -206,9 +190,10 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched:
         else:
             dest = work / f"{fragment.id}.{fragment.format}"
             got = fetch.download(fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout)
-        if fragment.probe and fragment.sha256 == got.sha256:
-            return Fetched(fragment, got, stitch.ProbeFacts.from_dict(json.loads(fragment.probe)))
-        facts = stitch.probe(got.path)
+        cached = json.loads(fragment.probe) if fragment.probe and fragment.sha256 == got.sha256 else None
+        if cached is not None and "discontinuities" in cached:  # probes from older versions lack exact timing
+            return Fetched(fragment, got, stitch.ProbeFacts.from_dict(cached))
+        facts = stitch.probe(got.path, fmt=fragment.format)
     except (FetchError, StitchError) as error:
         if isinstance(error, FetchError) and not error.permanent:
             raise
@@ -239,6 +224,9 @@ CONTENT_TYPES = {
     "flv": "video/x-flv",
     "m3u8": "application/vnd.apple.mpegurl",
     "ts": "video/mp2t",
+    "m4s": "video/iso.segment",
+    "aac": "audio/aac",
+    "key": "application/octet-stream",
 }
 
 
@@ -256,8 +244,8 @@ def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetch
         )
         for p in placements
     ]
-    hls_playlist = inputs[0].format == "hls" and settings.hls_output == "playlist"
-    ext = "m3u8" if hls_playlist else stitch.output_extension(inputs, container=settings.output_container)
+    hls_playlist = settings.hls_output == "playlist" and inputs[0].format == "hls"
+    ext = stitch.output_extension(inputs, container=settings.output_container, hls_playlist=hls_playlist)
     key = archive.archive_key(
         prefix=ctx.store.prefix,
         app=job.app,
@@ -279,7 +267,7 @@ def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetch
     try:
         stitch.verify(
             result,
-            sum(i.probe.duration - i.trim_start for i in inputs),
+            stitch.expected_duration(inputs),
             tolerance=settings.duration_tolerance,
             ratio=settings.duration_tolerance_ratio,
             max_drift=settings.max_join_drift,
@@ -361,5 +349,5 @@ def build_manifest(
         "verification": verification,
         "ffmpeg": {"mode": result.mode, "command": result.command},
         "fragments": pieces,
-        "gaps": [{"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)} for g in gaps(used)],
+        "gaps": [gap_json(g) for g in gaps(used)],
     }

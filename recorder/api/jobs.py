@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from recorder import actions, jobs
+from recorder import actions, queries
 from recorder.api.auth import require_token
 from recorder.api.openapi import TOKEN, JobList, JobOut, JobRequest, Response, documented, errors
-from recorder.api.params import PageQuery, page, query_args
+from recorder.api.params import query_args
 from recorder.app import services
-from recorder.errors import NotFound
-from recorder.store.models import Job
+from recorder.queries import PageQuery
 
 bp = Blueprint("jobs", __name__)
 
@@ -29,7 +28,7 @@ JOB_BODY_LIMIT = 16 * 1024 * 1024  # imports carry their fragment list inline
 @require_token(admin=True)
 def submit_job() -> tuple[dict[str, Any], int]:
     request.max_content_length = JOB_BODY_LIMIT
-    view, created = actions.submit_job(request.get_json(silent=True))
+    view, created = actions.submit_job(services(), request.get_json(silent=True))
     return view, 202 if created else 200
 
 
@@ -37,18 +36,11 @@ def submit_job() -> tuple[dict[str, Any], int]:
 @documented(resp=Response(HTTP_200=JobOut, **errors(401, 404)), security=TOKEN, tags=["jobs"])
 @require_token()
 def show_job(job_id: str) -> dict[str, Any]:
-    with services().sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r}")
-        return jobs.job_view(session, job)
+    return queries.show_job(services(), job_id)
 
 
 @bp.get("/v1/jobs")
 @documented(query=PageQuery, resp=Response(HTTP_200=JobList, **errors(400, 401)), security=TOKEN, tags=["jobs"])
 @require_token()
 def list_jobs() -> dict[str, Any]:
-    with services().sessions() as session:
-        args = query_args(PageQuery)
-        rows, cursor = page(session, jobs.jobs_query(after=args.after()), args, lambda j: (j.created_at, j.id))
-        return {"items": [jobs.job_view(session, job) for job in rows], "next_cursor": cursor}
+    return queries.list_jobs(services(), query_args(PageQuery))

@@ -13,9 +13,9 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 
-from recorder.api.params import RequiredTime
 from recorder.events import Text
 from recorder.jobs import ImportSpec, StitchSpec
+from recorder.queries import RequiredTime
 
 api = SpecTree(
     "flask",

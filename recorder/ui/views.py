@@ -17,16 +17,17 @@ from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from recorder import actions, jobs
+from recorder import actions, queries
 from recorder.api.jobs import JOB_BODY_LIMIT
 from recorder.api.openapi import DeclareWindow
-from recorder.api.params import PageQuery, page, query_args, validated
+from recorder.api.params import query_args
 from recorder.app import services
 from recorder.archive import ArchiveStore
 from recorder.errors import BadRequest, NotFound, RecorderError
 from recorder.grouping import gaps, timeline
+from recorder.queries import PageQuery, page, validated
 from recorder.store import repository
-from recorder.store.models import Archive, Broadcast, Job
+from recorder.store.models import Archive, Broadcast
 from recorder.ui import auth, formatting
 from recorder.ui import timeline as svg
 
@@ -227,7 +228,7 @@ def _ext(archive: Archive) -> str:
 @bp.post("/broadcasts/<broadcast_id>/stitch")
 @auth.login_required(admin=True)
 def stitch(broadcast_id: str) -> BaseResponse:
-    actions.stitch_now(broadcast_id)
+    actions.stitch_now(services(), broadcast_id)
     return redirect(url_for("ui.broadcast", broadcast_id=broadcast_id))
 
 
@@ -235,7 +236,7 @@ def stitch(broadcast_id: str) -> BaseResponse:
 @auth.login_required(admin=True)
 def declare() -> BaseResponse:
     fields = {name: request.form.get(name, "").strip() for name in ("stream_id", "start", "end", "app", "appname")}
-    broadcast_id = actions.declare(validated(DeclareWindow, fields, "form"))
+    broadcast_id = actions.declare(services(), validated(DeclareWindow, fields, "form"))
     return redirect(url_for("ui.broadcast", broadcast_id=broadcast_id))
 
 
@@ -265,35 +266,24 @@ def archive_file(broadcast_id: str, version: int, fmt: str) -> BaseResponse:
 @bp.get("/jobs")
 @auth.login_required()
 def jobs_list() -> str:
-    with services().sessions() as session:
-        args = query_args(PageQuery)
-        rows, cursor = page(session, jobs.jobs_query(after=args.after()), args, lambda j: (j.created_at, j.id))
-        return render_template(
-            "ui/jobs.html",
-            jobs=[jobs.job_view(session, job) for job in rows],
-            next_page=url_for("ui.jobs_list", cursor=cursor) if cursor else None,
-        )
-
-
-def _job(job_id: str) -> dict[str, Any]:
-    with services().sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r}")
-        return jobs.job_view(session, job)
+    listed = queries.list_jobs(services(), query_args(PageQuery))
+    cursor = listed["next_cursor"]
+    return render_template(
+        "ui/jobs.html", jobs=listed["items"], next_page=url_for("ui.jobs_list", cursor=cursor) if cursor else None
+    )
 
 
 @bp.get("/jobs/<job_id>")
 @auth.login_required()
 def job_page(job_id: str) -> str:
-    return render_template("ui/job.html", job=_job(job_id), existing="existing" in request.args)
+    return render_template("ui/job.html", job=queries.show_job(services(), job_id), existing="existing" in request.args)
 
 
 @bp.get("/jobs/<job_id>.json")
 @auth.login_required(json=True)
 def job_json(job_id: str) -> dict[str, Any]:
     """What the job page polls: same origin, authorized by the cookie, so no token reaches JavaScript."""
-    return _job(job_id)
+    return queries.show_job(services(), job_id)
 
 
 @bp.post("/jobs")
@@ -318,5 +308,5 @@ def submit_job() -> BaseResponse:
             body["stream_prefix"] = form["stream_prefix"].strip()
         if form.get("stream_ids", "").strip():
             body["stream_ids"] = form["stream_ids"].replace(",", " ").split()
-    view, created = actions.submit_job(body)
+    view, created = actions.submit_job(services(), body)
     return redirect(url_for("ui.job_page", job_id=view["id"], **({} if created else {"existing": 1})))

@@ -1,0 +1,197 @@
+"""ffprobe facts about one file, and packet scans."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from recorder.errors import StitchError
+from recorder.stitch._ffmpeg import Deadline, failure, input_args, rate, run, seconds
+
+_JUMP = 10.0  # a step forward longer than this, or any step back, is a timestamp reset (as ffmpeg's CLI)
+
+
+@dataclass(frozen=True)
+class ProbeFacts:
+    """What ffprobe says about one file; plain data so it can go into a manifest."""
+
+    format_name: str
+    duration: float
+    start_time: float
+    video: dict[str, Any] | None  # codec, profile, width, height, pix_fmt, fps, time_base, start, duration
+    audio: dict[str, Any] | None  # codec, profile, sample_rate, channels, channel_layout, time_base, start, duration
+    discontinuities: int = 0  # timestamp resets inside the file
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeFacts:
+        return cls(
+            format_name=data["format_name"],
+            duration=float(data["duration"]),
+            start_time=float(data["start_time"]),
+            video=data.get("video"),
+            audio=data.get("audio"),
+            discontinuities=int(data.get("discontinuities", 0)),
+        )
+
+
+class Packet(NamedTuple):
+    stream: int
+    pts: float | None
+    dts: float | None
+    duration: float
+    pos: int
+
+
+class Scan(NamedTuple):
+    """What ffprobe read: stream kinds by index, packets (each once, in read order), its errors."""
+
+    kinds: dict[int, str]
+    packets: list[Packet]
+    duration: float
+    stderr: str
+
+
+def probe(path: Path, *, fmt: str | None = None, timeout: float = 30) -> ProbeFacts:
+    """Probe a local file (fmt: "mp4", "flv", "hls", "aac" or "ts"); StitchError if it is not media.
+
+    Outside MP4 the headers do not know how long each stream lasts (ADTS guesses from the
+    bitrate, FLV and TS do not say), so those files are also read packet by packet, which
+    gives each stream's real start and length and counts timestamp resets.
+    """
+    return probe_file(path, fmt, Deadline.after(timeout))
+
+
+def probe_file(path: Path, fmt: str | None, deadline: Deadline) -> ProbeFacts:
+    facts = probe_header(path, fmt, deadline)
+    return facts if "mp4" in facts.format_name else _packet_timing(path, fmt, facts, deadline)
+
+
+def probe_header(path: Path, fmt: str | None, deadline: Deadline) -> ProbeFacts:
+    target = str(path.resolve())
+    cmd = ["ffprobe", "-v", "error", *input_args(fmt), "-of", "json", "-show_format", "-show_streams", target]
+    done = run(cmd, deadline, subject=path.name)
+    if done.returncode != 0:
+        raise failure(f"{path.name} is not a media file", cmd, done.stderr.replace(f"{target}: ", ""))
+    info = json.loads(done.stdout)
+    fmt_info = info.get("format", {})
+    video = _first_stream(info, "video")
+    audio = _first_stream(info, "audio")
+    if video is None and audio is None:
+        raise StitchError(f"{path.name} has no audio or video stream", cmd=cmd)
+    duration = seconds(fmt_info.get("duration"))
+    if duration is None:
+        raise StitchError(f"{path.name} has no known duration", cmd=cmd)
+    return ProbeFacts(
+        format_name=fmt_info.get("format_name", ""),
+        duration=duration,
+        start_time=seconds(fmt_info.get("start_time")) or 0.0,
+        video=_video_facts(video) if video else None,
+        audio=_audio_facts(audio) if audio else None,
+    )
+
+
+def scan(path: Path, fmt: str | None, deadline: Deadline, *, intervals: str = "", decode: bool = False) -> Scan:
+    """Read the packets (of ``intervals``, ffprobe's -read_intervals, if given); ``decode`` them too."""
+    cmd = ["ffprobe", "-v", "error", *input_args(fmt)]
+    if intervals:
+        cmd += ["-read_intervals", intervals]
+    if decode:
+        cmd.append("-count_frames")  # decodes what it reads: errors land on stderr
+    fields = "format=duration:stream=index,codec_type:packet=stream_index,pts_time,dts_time,duration_time,pos"
+    cmd += ["-show_entries", fields, "-of", "csv", str(path.resolve())]
+    done = run(cmd, deadline, subject=path.name)
+    if done.returncode != 0:
+        raise failure(f"{path.name} cannot be read", cmd, done.stderr)
+    kinds: dict[int, str] = {}
+    packets: dict[tuple[int, int], Packet] = {}  # a packet read again by an overlapping interval counts once
+    duration = 0.0
+    for line in done.stdout.splitlines():
+        section, *values = line.split(",")
+        if section == "stream" and len(values) >= 2:
+            kinds[int(values[0])] = values[1]
+        elif section == "format" and values:
+            duration = seconds(values[0]) or 0.0
+        elif section == "packet" and len(values) >= 5:  # side data, if any, follows
+            index, pts, dts, length, at = values[:5]
+            pos = int(at) if at.isdigit() else -len(packets) - 1
+            packet = Packet(int(index), seconds(pts), seconds(dts), seconds(length) or 0.0, pos)
+            packets.setdefault((packet.stream, pos), packet)
+    return Scan(kinds, list(packets.values()), duration, done.stderr)
+
+
+def _packet_timing(path: Path, fmt: str | None, facts: ProbeFacts, deadline: Deadline) -> ProbeFacts:
+    """The facts with each stream's start and length read from its packets."""
+    packets = scan(path, fmt, deadline).packets
+    streams: dict[str, dict[str, Any] | None] = {"video": facts.video, "audio": facts.audio}
+    resets = 0
+    for kind, stream in streams.items():
+        if stream and (timing := _runs([p for p in packets if p.stream == stream["index"]])):
+            start, length, jumps = timing
+            streams[kind] = stream | {"start": start, "duration": length}
+            resets = max(resets, jumps)
+    ends = [s["start"] + s["duration"] for s in streams.values() if s and s["duration"] is not None]
+    duration = max(ends) - facts.start_time if ends else facts.duration
+    return replace(facts, duration=duration, discontinuities=resets, **streams)
+
+
+def _runs(packets: list[Packet]) -> tuple[float, float, int] | None:
+    """(start, length, resets) of one stream; its length adds up the runs between resets."""
+    runs: list[tuple[float, float]] = []  # (first pts, end) of each run
+    last = None
+    for packet in packets:
+        if packet.pts is None:
+            continue
+        now = packet.pts if packet.dts is None else packet.dts
+        end = packet.pts + packet.duration
+        if last is None or now < last or now - last > _JUMP:
+            runs.append((packet.pts, end))
+        else:
+            runs[-1] = (min(runs[-1][0], packet.pts), max(runs[-1][1], end))
+        last = now
+    return (runs[0][0], sum(end - start for start, end in runs), len(runs) - 1) if runs else None
+
+
+def _video_facts(stream: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "index": stream["index"],  # the concat demuxer maps streams by index
+        "codec": stream.get("codec_name"),
+        "profile": stream.get("profile"),
+        "width": stream.get("width"),
+        "height": stream.get("height"),
+        "pix_fmt": stream.get("pix_fmt"),
+        "fps": rate(stream.get("avg_frame_rate")) or rate(stream.get("r_frame_rate")),
+        "time_base": stream.get("time_base"),
+        "start": seconds(stream.get("start_time")),
+        "duration": seconds(stream.get("duration")),
+    }
+
+
+def _audio_facts(stream: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "index": stream["index"],
+        "codec": stream.get("codec_name"),
+        "profile": stream.get("profile"),
+        "sample_rate": int(stream.get("sample_rate", 0)),
+        "channels": stream.get("channels"),
+        "channel_layout": stream.get("channel_layout"),
+        "time_base": stream.get("time_base"),
+        "start": seconds(stream.get("start_time")),
+        "duration": seconds(stream.get("duration")),
+    }
+
+
+def _first_stream(info: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    # Cover art shows up as a video stream; it is not video.
+    return next(
+        (
+            stream
+            for stream in info.get("streams", [])
+            if stream.get("codec_type") == kind and not stream.get("disposition", {}).get("attached_pic")
+        ),
+        None,
+    )
