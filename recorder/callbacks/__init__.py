@@ -26,9 +26,10 @@ class Received:
 
 
 def _parsers() -> dict[str, Callable[[str], Event]]:
-    from recorder.callbacks import tencent
+    from recorder.callbacks import tencent, trtc
 
-    return {"tencent": tencent.parse_stored}
+    # SRS and nginx-rtmp report only files, stored as fragments at intake: the worker has nothing to re-parse.
+    return {"tencent": tencent.parse_stored, "trtc": trtc.parse_stored}
 
 
 def parse_stored(provider: str, body: str) -> Event:
