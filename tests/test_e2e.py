@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +13,9 @@ import pytest
 import requests
 
 from recorder import stitch
-from recorder.demo import free_port, process, wait_for
-from tests.factories import ADMIN, BUCKET, KEY, record_body
+from recorder.demo import wait_for
+from tests.factories import ADMIN, BUCKET, record_body
+from tests.processes import serve_and_work, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -25,29 +23,15 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def service(tmp_path: Path, redis_url: str, s3_server: str, media_url: str) -> Iterator[str]:
     """serve + worker processes sharing a SQLite database, Redis and the S3 server."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECORDER_DATABASE_URL": f"sqlite:///{tmp_path / 'recorder.db'}",
-        "RECORDER_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/3",
-        "RECORDER_STORAGE_URL": f"s3://{BUCKET}/e2e",
-        "RECORDER_S3_ENDPOINT_URL": s3_server,
-        "RECORDER_CALLBACK_KEYS": KEY,
-        "RECORDER_API_TOKENS": ADMIN,
-        "RECORDER_MEDIA_HOSTS": media_url.removeprefix("http://"),
-        "RECORDER_WORK_DIR": str(tmp_path / "work"),
-        "RECORDER_SETTLE_SECONDS": "2",
-        "RECORDER_SWEEP_SECONDS": "1",
-    }
-    cli = [sys.executable, "-m", "recorder.cli"]
-    with ExitStack() as stack:
-        stack.enter_context(process([*cli, "serve", "--port", str(port)], env, tmp_path / "serve.log"))
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).raise_for_status(), what="recorder serve")
-        stack.enter_context(process([*cli, "worker", "--concurrency=2"], env, tmp_path / "worker.log"))
+    env = service_env(
+        tmp_path,
+        broker_url=redis_url.rsplit("/", 1)[0] + "/3",
+        storage_url=f"s3://{BUCKET}/e2e",
+        s3_endpoint_url=s3_server,
+        media_hosts=media_url.removeprefix("http://"),
+    )
+    with serve_and_work(tmp_path, env) as base:
         yield base
-    for name in ("serve.log", "worker.log"):  # shown by pytest when the test fails
-        print(f"--- {name}\n{(tmp_path / name).read_text()[-4000:]}")
 
 
 def archived(base: str, stream_id: str) -> dict[str, Any]:

@@ -4,21 +4,19 @@ to `recorder serve`, grouped and stitched by `recorder worker`, end in one archi
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from recorder.demo import free_port, media_server, process, wait_for
+from recorder.demo import media_server, wait_for
 from recorder.samples import make_clip
-from tests.factories import ADMIN, BUCKET, DATA, KEY
+from tests.factories import BUCKET, DATA
+from tests.processes import serve_and_work, service_env
 from tests.test_e2e import archived
 from tests.test_providers import TOKEN, TRTC_KEY, trtc_body, trtc_headers
 
@@ -43,33 +41,20 @@ def flv_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def service(tmp_path: Path, redis_url: str, s3_server: str, media_url: str, flv_url: str) -> Iterator[str]:
     """serve + worker processes, with every provider configured."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECORDER_DATABASE_URL": f"sqlite:///{tmp_path / 'recorder.db'}",
-        "RECORDER_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/4",
-        "RECORDER_STORAGE_URL": f"s3://{BUCKET}/e2e",
-        "RECORDER_S3_ENDPOINT_URL": s3_server,
-        "RECORDER_CALLBACK_KEYS": KEY,
-        "RECORDER_TRTC_KEYS": TRTC_KEY,
-        "RECORDER_SOURCE_TOKENS": TOKEN,
-        "RECORDER_SOURCE_MEDIA_BASE": f"{SRS_ROOT}={media_url},{NGINX_ROOT}={flv_url}",
-        "RECORDER_API_TOKENS": ADMIN,
-        "RECORDER_MEDIA_HOSTS": ",".join(url.removeprefix("http://") for url in (media_url, flv_url)),
-        "RECORDER_WORK_DIR": str(tmp_path / "work"),
+    env = service_env(
+        tmp_path,
+        broker_url=redis_url.rsplit("/", 1)[0] + "/4",
+        storage_url=f"s3://{BUCKET}/e2e",
+        s3_endpoint_url=s3_server,
+        trtc_keys=TRTC_KEY,
+        source_tokens=TOKEN,
+        source_media_base=f"{SRS_ROOT}={media_url},{NGINX_ROOT}={flv_url}",
+        media_hosts=",".join(url.removeprefix("http://") for url in (media_url, flv_url)),
         # Longer than the pause between two SRS/nginx-rtmp files, so they are not archived one by one.
-        "RECORDER_SETTLE_SECONDS": "10",
-        "RECORDER_SWEEP_SECONDS": "1",
-    }
-    cli = [sys.executable, "-m", "recorder.cli"]
-    with ExitStack() as stack:
-        stack.enter_context(process([*cli, "serve", "--port", str(port)], env, tmp_path / "serve.log"))
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).raise_for_status(), what="recorder serve")
-        stack.enter_context(process([*cli, "worker", "--concurrency=2"], env, tmp_path / "worker.log"))
+        settle_seconds="10",
+    )
+    with serve_and_work(tmp_path, env) as base:
         yield base
-    for name in ("serve.log", "worker.log"):  # shown by pytest when the test fails
-        print(f"--- {name}\n{(tmp_path / name).read_text()[-4000:]}")
 
 
 def one_archive(base: str, stream_id: str, source_keys: list[str]) -> None:

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, String, func, literal, or_, select, update
+from sqlalchemy import Select, String, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -371,7 +371,13 @@ def sweep(
         ).scalars()
     )
     quiet_since = _greatest(session, Broadcast.ended_at, Broadcast.last_callback_at)
-    settled = or_(
+    # A fragment received but not grouped yet may still belong here: wait for it (not forever).
+    ungrouped = exists().where(
+        Fragment.broadcast_id.is_(None),
+        Fragment.stream_id == Broadcast.stream_id,
+        Fragment.received_at > now - STALE_LIVE_SECONDS,
+    )
+    settled = ~ungrouped & or_(
         (Broadcast.status == "settling") & (quiet_since + settle <= now),
         # An open broadcast whose push never reported its end is settled eventually.
         (Broadcast.status == "open") & (quiet_since + max(settle, STALE_LIVE_SECONDS) <= now),
