@@ -13,15 +13,16 @@ APT_PACKAGES := ffmpeg redis-server
 demo: system venv
 	$(BIN)/recorder demo
 
-# Only the tests need a browser: the UI tests drive Debian's chromium with Playwright
-# (which cannot download its own build here).
-test: SYSTEM_TOOLS += /usr/bin/chromium
-test: APT_PACKAGES += chromium
+# Only the tests need a browser and PostgreSQL: the UI tests drive Debian's chromium with
+# Playwright (which cannot download its own build here), and every database test also runs
+# on a throwaway PostgreSQL server.
+test: SYSTEM_TOOLS += /usr/bin/chromium /usr/lib/postgresql/*/bin/postgres
+test: APT_PACKAGES += chromium postgresql
 test: system venv
 	$(BIN)/pytest -q
 
 system:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || ls $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get ..."; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \

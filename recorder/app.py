@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["recorder"] = Services.build(settings, **({"publisher": publisher} if publisher else {}))
 
-    from recorder.api import broadcasts, health, jobs, openapi
+    from recorder.api import broadcasts, health, jobs, metrics, openapi
     from recorder.callbacks import views as callbacks
     from recorder.ui import views as ui
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.register_blueprint(broadcasts.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(openapi.bp)
     openapi.api.register(app)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 # ``<server path prefix>=<base URL>`` pairs, comma-separated in the environment.
@@ -132,4 +133,5 @@ class Settings(BaseSettings):
             )
 
     def __repr__(self) -> str:  # keys and tokens never reach a log line
-        return f"Settings(database_url={self.database_url!r}, storage_url={self.storage_url!r})"
+        database = make_url(self.database_url).render_as_string(hide_password=True)
+        return f"Settings(database_url={database!r}, storage_url={self.storage_url!r})"

@@ -136,3 +136,10 @@ def test_readiness_reports_a_dead_broker(app: Flask, client: FlaskClient) -> Non
     answer = client.get("/readyz")
     assert answer.status_code == 503
     assert answer.get_json()["checks"]["broker"].startswith("unreachable")
+
+
+def test_metrics_count_the_work_from_the_database(client: FlaskClient, grouped: None) -> None:
+    assert client.get("/metrics").status_code == 401
+    text = client.get("/metrics", headers=auth(READER)).get_data(as_text=True)
+    assert 'recorder_broadcasts{status="settling"} 4.0' in text
+    assert "recorder_fragments 6.0" in text and "recorder_events_unhandled 0.0" in text
