@@ -11,20 +11,16 @@ import posixpath
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from recorder.events import is_http_url
+
 CommaList = Annotated[tuple[str, ...], NoDecode]
 # ``<server path prefix>=<base URL>`` pairs, comma-separated in the environment.
 PathBases = Annotated[tuple[tuple[str, str], ...], NoDecode]
-
-
-def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class ConfigError(Exception):
@@ -105,14 +101,14 @@ class Settings(BaseSettings):
     def _check_bases(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
         pairs = tuple((prefix.strip(), base.strip()) for prefix, base in value)
         for prefix, base in pairs:
-            if not prefix.startswith("/") or not _is_http_url(base):
+            if not prefix.startswith("/") or not is_http_url(base):
                 raise ValueError(f"bad entry {prefix}={base}: use <absolute server path prefix>=<http(s) base URL>")
         return tuple((posixpath.normpath(prefix), base.rstrip("/")) for prefix, base in pairs)
 
     @field_validator("trtc_storage_url")
     @classmethod
     def _check_storage_url(cls, value: str | None) -> str | None:
-        if value is not None and (not _is_http_url(value) or "{FileName}" not in value):
+        if value is not None and (not is_http_url(value) or "{FileName}" not in value):
             raise ValueError("must be an http(s) URL containing {FileName}")
         return value
 

@@ -82,9 +82,13 @@ def _text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_text)]
 
 
-def _http_url(value: str) -> str:
+def is_http_url(value: str) -> bool:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def http_url(value: str) -> str:
+    if not is_http_url(value):
         raise ValueError("must be an http(s) URL")
     return value
 
@@ -135,7 +139,7 @@ class RecordingFileBody(_Body):
     @field_validator("video_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
     def session_id(self) -> str | None:
         ext = self.callback_ext
@@ -195,7 +199,7 @@ class RecordStatusBody(_Body):
         return str(value) if isinstance(value, int) else value
 
 
-def _reason(error: ValidationError) -> str:
+def validation_reason(error: ValidationError) -> str:
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "body"
     return f"{field}: {first['msg']}"
@@ -228,6 +232,6 @@ def parse_tencent(body: dict[str, Any]) -> Event:
             _Body.model_validate(body)
         return None
     except ValidationError as error:
-        raise MalformedCallback(_reason(error)) from None
+        raise MalformedCallback(validation_reason(error)) from None
     except ValueError as error:
         raise MalformedCallback(str(error)) from None

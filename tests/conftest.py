@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from moto.server import ThreadedMotoServer
 
+from recorder import pipeline
 from recorder.app import create_app
 from recorder.config import Settings
 from recorder.demo import media_server, redis_server
 from recorder.samples import make_clip
-from tests.factories import ADMIN, BUCKET, KEY, READER
+from tests.factories import ADMIN, BUCKET, KEY, READER, fragment_body
 from tests.postgres import create_database, drop_database, postgres_server
 
 
@@ -103,3 +105,17 @@ def s3_server() -> Iterator[str]:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         yield endpoint
         server.stop()
+
+
+@pytest.fixture
+def grouped(settings: Settings, client: FlaskClient) -> None:
+    """Three streams grouped but not stitched: 'a' has two broadcasts an hour apart, each of
+    two 6 s fragments 2 s apart; 'b' and 'c' one fragment each. Starts at 2026-09-21T14:13:20Z."""
+    plan = [("a", 0), ("a", 8), ("a", 3600), ("a", 3608), ("b", 100), ("c", 200)]
+    for n, (stream, offset) in enumerate(plan):
+        body = fragment_body(stream, f"f{n}", 1_790_000_000 + offset)
+        assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
+    ctx = pipeline.Context.build(settings)
+    ctx.clock = lambda: time.time() + 10  # past the sweep's grace for fresh events
+    for event_id in pipeline.sweep(ctx).events:
+        pipeline.handle_event(ctx, event_id)

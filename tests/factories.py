@@ -33,3 +33,21 @@ def record_body(**overrides: Any) -> dict[str, Any]:
 
 def auth(token: str = ADMIN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def fragment_body(stream_id: str, file_id: str, start: float, seconds: float = 6, **overrides: Any) -> dict[str, Any]:
+    """A signed recording callback for ``seconds`` from ``start``, with no recording session
+    (so grouping goes by time alone)."""
+    return record_body(
+        **{
+            "stream_id": stream_id,
+            "file_id": file_id,
+            "start_time": start,
+            "end_time": start + seconds,
+            "duration": seconds,
+            "start_time_usec": 0,
+            "end_time_usec": 0,
+            "callback_ext": "{}",
+            **overrides,
+        }
+    )

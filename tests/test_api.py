@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from recorder import pipeline
 from recorder.app import services
-from recorder.config import Settings
-from tests.factories import ADMIN, READER, auth, record_body
-
-
-@pytest.fixture
-def grouped(settings: Settings, client: FlaskClient) -> None:
-    """Three streams; 'a' has two broadcasts an hour apart, each of two fragments."""
-    start = 1_790_000_000
-    plan = [("a", 0), ("a", 8), ("a", 3600), ("a", 3608), ("b", 100), ("c", 200)]
-    for n, (stream, offset) in enumerate(plan):
-        body = record_body(
-            stream_id=stream,
-            file_id=f"f{n}",
-            start_time=start + offset,
-            end_time=start + offset + 6,
-            duration=6,
-            start_time_usec=0,
-            callback_ext="{}",
-            end_time_usec=0,
-        )
-        assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
-    ctx = pipeline.Context.build(settings)
-    ctx.clock = lambda: time.time() + 10
-    for event_id in pipeline.sweep(ctx).events:
-        pipeline.handle_event(ctx, event_id)
-
+from tests.factories import ADMIN, READER, auth
 
 ENDPOINTS = ["/v1/broadcasts", "/v1/broadcasts/x", "/v1/fragments"]
 

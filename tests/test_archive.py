@@ -55,9 +55,7 @@ def write_random(path: Path, size: int) -> str:
 # --- keys -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value", ["../", "a/b", ".", "..", "", "\x00", "📹", "x" * 10_000, "é" * 5000, "~", "\ud800"]
-)
+@pytest.mark.parametrize("value", ["../", "a/b", ".", "..", "", "\x00", "📹", "x" * 10_000, "é" * 5000, "~", "\ud800"])
 def test_key_segment_is_one_safe_segment(value: str) -> None:
     segment = key_segment(value)
     assert SAFE.fullmatch(segment)
@@ -92,8 +90,13 @@ def test_archive_key_layout_and_utc_date() -> None:
     # 2024-03-01 00:30 UTC is still Feb 29 in New York and already Mar 1 in Beijing at 08:30.
     started_at = datetime(2024, 3, 1, 0, 30, tzinfo=UTC).timestamp()
     key = archive_key(
-        prefix="rec/2024", app="live.example.com", stream_id="room/1", started_at=started_at,
-        broadcast_id="b42", version=3, ext="mp4",
+        prefix="rec/2024",
+        app="live.example.com",
+        stream_id="room/1",
+        started_at=started_at,
+        broadcast_id="b42",
+        version=3,
+        ext="mp4",
     )
     assert key == "rec/2024/live.example.com/room%2F1/2024/03/01/b42-v3.mp4"
     assert manifest_key(key) == "rec/2024/live.example.com/room%2F1/2024/03/01/b42-v3.json"
@@ -182,9 +185,7 @@ def test_file_store_write_failure_is_a_storage_error(tmp_path: Path) -> None:
 def count_uploads(store: S3Store) -> Counter[str]:
     calls: Counter[str] = Counter()
     for operation in ("PutObject", "CreateMultipartUpload", "UploadPart"):
-        store.client.meta.events.register(
-            f"before-call.s3.{operation}", lambda model, **_: calls.update([model.name])
-        )
+        store.client.meta.events.register(f"before-call.s3.{operation}", lambda model, **_: calls.update([model.name]))
     return calls
 
 

@@ -24,10 +24,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from recorder import pipeline
 from recorder.config import Settings
 from recorder.demo import process
-from tests.factories import ADMIN, KEY, READER, auth, record_body
+from tests.factories import ADMIN, KEY, READER, auth
 
 CLI = [sys.executable, "-m", "recorder.cli"]
 START = 1_790_000_000  # 2026-09-21T14:13:20Z
@@ -70,28 +69,6 @@ def recorder(
 
 def as_json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
-
-
-@pytest.fixture
-def grouped(settings: Settings, client: FlaskClient) -> None:
-    """Three streams; 'a' has two broadcasts an hour apart, each of two fragments 2 s apart."""
-    plan = [("a", 0), ("a", 8), ("a", 3600), ("a", 3608), ("b", 100), ("c", 200)]
-    for n, (stream, offset) in enumerate(plan):
-        body = record_body(
-            stream_id=stream,
-            file_id=f"f{n}",
-            start_time=START + offset,
-            end_time=START + offset + 6,
-            duration=6,
-            start_time_usec=0,
-            end_time_usec=0,
-            callback_ext="{}",  # no recording session: grouping by time alone
-        )
-        assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
-    ctx = pipeline.Context.build(settings)
-    ctx.clock = lambda: time.time() + 10
-    for event_id in pipeline.sweep(ctx).events:
-        pipeline.handle_event(ctx, event_id)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from recorder.store.db import transaction
 from recorder.store.models import Archive, Broadcast, Fragment
 from recorder.ui import auth
 from recorder.ui import timeline as svg
-from tests.factories import ADMIN, BUCKET, READER, record_body
+from tests.factories import ADMIN, BUCKET, READER, fragment_body
 from tests.factories import auth as bearer
 from tests.test_pipeline import Clock, run_until_quiet, send_fragments
 
@@ -70,16 +70,7 @@ def streams(settings: Settings, client: FlaskClient) -> dict[str, list[str]]:
     """Grouped but not stitched: class_a on 14 and 15 March 2025, class_b and room_c on the 14th."""
     plan = [("class_a", 0), ("class_a", 8), ("class_a", 86400), ("class_b", 600), ("room_c", 1200)]
     for n, (stream, offset) in enumerate(plan):
-        body = record_body(
-            stream_id=stream,
-            file_id=f"f{n}",
-            start_time=DAY + offset,
-            end_time=DAY + offset + 6,
-            duration=6,
-            start_time_usec=0,
-            end_time_usec=0,
-            callback_ext="{}",
-        )
+        body = fragment_body(stream, f"f{n}", DAY + offset)
         assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
     ctx = pipeline.Context.build(settings)
     ctx.clock = lambda: time.time() + 10

@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from recorder.callbacks import Received
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, MalformedCallback
-from recorder.events import FragmentInfo, MediaFormat, _reason
+from recorder.events import FragmentInfo, MediaFormat, validation_reason
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,7 +58,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise MalformedCallback(_reason(error)) from None
+        raise MalformedCallback(validation_reason(error)) from None
 
 
 def media_format(name: str) -> MediaFormat:

@@ -39,7 +39,7 @@ from recorder.callbacks import Received
 from recorder.callbacks.sources import Name, Text, matches_any, media_format, validate
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
-from recorder.events import Event, FragmentInfo, PushSignal, _http_url
+from recorder.events import Event, FragmentInfo, PushSignal, http_url
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class StorageFile(RecordedFile):
 
 class VodFile(RecordedFile):
     FileId: Name
-    VideoUrl: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_http_url)]
+    VideoUrl: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(http_url)]
     CacheFile: str = ""
 
 
