@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 
 class Timed(Protocol):
@@ -52,10 +52,10 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Placement:
+class Placement(Generic[P]):
     """Where a fragment goes on the timeline: ``trim`` seconds already covered by earlier ones."""
 
-    fragment: Timed
+    fragment: P
     trim: float
 
     @property
@@ -138,9 +138,9 @@ def gaps(fragments: Iterable[Timed]) -> list[Gap]:
     return result
 
 
-def timeline(fragments: Iterable[P]) -> list[Placement]:
+def timeline(fragments: Iterable[P]) -> list[Placement[P]]:
     """Fragments in start order, each with the seconds an earlier one already covered."""
-    placements: list[Placement] = []
+    placements: list[Placement[P]] = []
     covered_until = float("-inf")
     for fragment in sorted(fragments, key=lambda f: (f.start, -f.end, f.source_key)):
         trim = max(0.0, min(covered_until, fragment.end) - fragment.start)

@@ -71,7 +71,7 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
     ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=ctx.settings.work_dir) as work:
         fetched = _fetch_one(ctx, fragment, Path(work))
-    duration = fetched.facts.duration if fetched.facts else 0.0
+    duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
         repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
 
@@ -165,19 +165,38 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A fragment on local disk with its probe facts, or the reason it is unusable."""
+    """A fragment on local disk, with its probe facts; placed on the timeline by its own times."""
 
     fragment: Fragment
-    got: fetch.Downloaded | None = None
-    facts: stitch.ProbeFacts | None = None
-    broken: str | None = None
+    got: fetch.Downloaded
+    facts: stitch.ProbeFacts
+
+    @property
+    def source_key(self) -> str:
+        return self.fragment.source_key
+
+    @property
+    def start(self) -> float:
+        return self.fragment.start
+
+    @property
+    def end(self) -> float:
+        return self.fragment.end
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A fragment that cannot be used, and why."""
+
+    fragment: Fragment
+    reason: str
 
 
 def _label(fragment: Fragment) -> str:
     return f"fragment {fragment.id} ({fragment.source_key})"
 
 
-def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched:
+def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken:
     """Download a fragment and probe it, unless its probe is already known.
 
     Transient download errors propagate (the broadcast is retried); a fragment
@@ -199,7 +218,7 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched:
             raise
         with transaction(ctx.sessions) as session:
             repository.save_fragment_error(session, fragment.id, error.reason)
-        return Fetched(fragment, broken=f"{_label(fragment)}: {error.reason}")
+        return Broken(fragment, f"{_label(fragment)}: {error.reason}")
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
     return Fetched(fragment, got, facts)
@@ -210,12 +229,21 @@ def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> li
     if not job.fragments:
         raise StitchError("no fragments were recorded for this broadcast")
     with ThreadPoolExecutor(max_workers=ctx.settings.download_workers) as pool:
-        fetched = list(pool.map(lambda fragment: _fetch_one(ctx, fragment, work), job.fragments))
-    broken = [f.broken for f in fetched if f.broken]
-    if broken and (ctx.settings.broken_fragments == "fail" or len(broken) == len(fetched)):
-        raise StitchError("; ".join(broken))
-    formats = sorted({f.fragment.format for f in fetched})
-    return [_archive_format(ctx, job, [f for f in fetched if f.fragment.format == fmt], work / fmt) for fmt in formats]
+        results = list(pool.map(lambda fragment: _fetch_one(ctx, fragment, work), job.fragments))
+    fetched = [r for r in results if isinstance(r, Fetched)]
+    broken = [r for r in results if isinstance(r, Broken)]
+    if broken and (ctx.settings.broken_fragments == "fail" or not fetched):
+        raise StitchError("; ".join(b.reason for b in broken))
+    return [
+        _archive_format(
+            ctx,
+            job,
+            [f for f in fetched if f.fragment.format == fmt],
+            [b for b in broken if b.fragment.format == fmt],
+            work / fmt,
+        )
+        for fmt in sorted({f.fragment.format for f in fetched})
+    ]
 
 
 CONTENT_TYPES = {
@@ -230,19 +258,21 @@ CONTENT_TYPES = {
 }
 
 
-def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetched], work: Path) -> Archive:
+def _archive_format(
+    ctx: Context, job: repository.StitchJob, fetched: list[Fetched], broken: list[Broken], work: Path
+) -> Archive:
     settings = ctx.settings
-    usable = {f.fragment.id: f for f in fetched if not f.broken}
-    placements = [p for p in timeline(f.fragment for f in usable.values()) if not p.redundant]
+    placements = timeline(fetched)
+    used = [p for p in placements if not p.redundant]
     inputs = [
         stitch.StitchInput(
-            path=usable[p.fragment.id].got.path,  # type: ignore[attr-defined,union-attr]
-            probe=usable[p.fragment.id].facts,  # type: ignore[attr-defined,arg-type]
-            label=_label(p.fragment),  # type: ignore[arg-type]
+            path=p.fragment.got.path,
+            probe=p.fragment.facts,
+            label=_label(p.fragment.fragment),
             trim_start=p.trim,
-            format=p.fragment.format,  # type: ignore[attr-defined]
+            format=p.fragment.fragment.format,
         )
-        for p in placements
+        for p in used
     ]
     hls_playlist = settings.hls_output == "playlist" and inputs[0].format == "hls"
     ext = stitch.output_extension(inputs, container=settings.output_container, hls_playlist=hls_playlist)
@@ -280,7 +310,7 @@ def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetch
     folder = key.rsplit("/", 1)[0]
     for extra in result.extra_files:  # HLS playlist mode: segments beside the playlist
         ctx.store.put_file(f"{folder}/{extra.name}", extra, content_type=CONTENT_TYPES[extra.suffix[1:]])
-    manifest = build_manifest(job, fetched, placements, result, stored, verification, created_at=ctx.clock())
+    manifest = build_manifest(job, used, placements, broken, result, stored, verification, created_at=ctx.clock())
     ctx.store.put_bytes(
         archive.manifest_key(key), json.dumps(manifest, indent=2).encode(), content_type="application/json"
     )
@@ -300,42 +330,50 @@ def _archive_format(ctx: Context, job: repository.StitchJob, fetched: list[Fetch
 
 def build_manifest(
     job: repository.StitchJob,
-    fetched: list[Fetched],
-    placements: list[Placement],
+    used: list[Placement[Fetched]],
+    placements: list[Placement[Fetched]],
+    broken: list[Broken],
     result: stitch.StitchResult,
     stored: archive.StoredObject,
     verification: str,
     *,
     created_at: float,
 ) -> dict[str, Any]:
-    """What an auditor needs to trust the archive: every piece, join, overlap and gap."""
-    by_id = {f.fragment.id: f for f in fetched}
-    joins = {id(p.fragment): join for p, join in zip(placements, result.joins, strict=True)}
-    pieces = []
-    for f in sorted(fetched, key=lambda f: (f.fragment.start, f.fragment.id)):
-        join = joins.get(id(f.fragment))
-        entry: dict[str, Any] = {
-            "source_key": f.fragment.source_key,
-            "url": f.fragment.url,
-            "start": iso(f.fragment.start),
-            "end": iso(f.fragment.end),
-            "size": f.got.size if f.got else None,
-            "sha256": f.got.sha256 if f.got else None,
-            "probe": f.facts.to_dict() if f.facts else None,
+    """What an auditor needs to trust the archive: every piece, join, overlap, hole and gap."""
+    joins = {id(p): join for p, join in zip(used, result.joins, strict=True)}
+
+    def entry(fragment: Fragment, **facts: Any) -> dict[str, Any]:
+        return {
+            "source_key": fragment.source_key,
+            "url": fragment.url,
+            "start": iso(fragment.start),
+            "end": iso(fragment.end),
+            **facts,
         }
-        if join is not None:
-            entry |= {"offset": join.offset, "duration": join.duration, "trimmed": join.trimmed, "join": join.mode}
-        else:
-            entry["join"] = f"left out: {f.broken}" if f.broken else "left out: covered by earlier fragments"
-        pieces.append(entry)
-    used = [by_id[p.fragment.id].fragment for p in placements]  # type: ignore[attr-defined]
+
+    pieces = [
+        entry(
+            p.fragment.fragment,
+            size=p.fragment.got.size,
+            sha256=p.fragment.got.sha256,
+            probe=p.fragment.facts.to_dict(),
+            **(
+                {"offset": j.offset, "duration": j.duration, "trimmed": j.trimmed, "join": j.mode}
+                if (j := joins.get(id(p)))
+                else {"join": "left out: covered by earlier fragments"}
+            ),
+        )
+        for p in placements
+    ] + [entry(b.fragment, join=f"left out: {b.reason}") for b in broken]
+    pieces.sort(key=lambda piece: piece["start"])
+    used_fragments = [p.fragment.fragment for p in used]
     return {
         "broadcast_id": job.broadcast_id,
         "version": job.next_version,
         "app": job.app,
         "appname": job.appname,
         "stream_id": job.stream_id,
-        "format": used[0].format,
+        "format": used_fragments[0].format,
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),
         "created_at": iso(created_at),
@@ -349,5 +387,5 @@ def build_manifest(
         "verification": verification,
         "ffmpeg": {"mode": result.mode, "command": result.command},
         "fragments": pieces,
-        "gaps": [gap_json(g) for g in gaps(used)],
+        "gaps": [gap_json(g) for g in gaps(used_fragments)],
     }
