@@ -73,6 +73,8 @@ def serve(host: str, port: int, workers: int) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", "-")
+            # The path without its query string: SRS and nginx-rtmp put their token there.
+            self.cfg.set("access_log_format", '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"')
             self.cfg.set("limit_request_line", 8190)
 
         def load(self):  # type: ignore[no-untyped-def]

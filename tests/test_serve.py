@@ -90,9 +90,12 @@ def test_callbacks_are_answered_fast_while_the_broker_is_down(server: str) -> No
     assert time.monotonic() - began < 10
 
 
-def test_logs_never_show_the_sign_or_keys(server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_logs_never_show_the_sign_keys_or_tokens(server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     body = record_body(file_id="logged")
     requests.post(f"{server}/v1/callbacks/tencent", json=body, timeout=10)
     requests.post(f"{server}/v1/callbacks/tencent", json={**body, "sign": "0" * 32}, timeout=10)
+    requests.post(f"{server}/v1/callbacks/srs?token=source-secret-token", json={}, timeout=10)
+    time.sleep(0.5)  # the access log line is written after the answer
     logs = "".join(p.read_text() for p in Path(tmp_path_factory.getbasetemp()).glob("serve*/serve.log"))
-    assert body["sign"] not in logs and KEY not in logs and "0" * 32 not in logs
+    assert "/v1/callbacks/srs" in logs
+    assert body["sign"] not in logs and KEY not in logs and "0" * 32 not in logs and "source-secret" not in logs
