@@ -88,15 +88,22 @@ def serve(host: str, port: int, workers: int) -> None:
     "--beat/--no-beat", default=True, show_default=True, help="also run the sweep scheduler (run exactly one)"
 )
 @click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option(
+    "--queues",
+    default="events,media",
+    show_default=True,
+    help="events: callbacks and sweeps (fast); media: downloads, ffmpeg, uploads (long)",
+)
 @click.pass_context
-def worker(ctx: click.Context, beat: bool, concurrency: int) -> None:
-    """Run a Celery worker for both queues, plus the sweep scheduler."""
+def worker(ctx: click.Context, beat: bool, concurrency: int, queues: str) -> None:
+    """Run a Celery worker (extra options go to Celery), plus the sweep scheduler."""
     from worker.celery_app import app
 
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--queues=events,media"]
+    work_dir = Settings().work_dir
+    os.makedirs(work_dir, exist_ok=True)
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--queues={queues}"]
     if beat:
-        argv += ["--beat", f"--schedule={os.path.join(Settings().work_dir, 'celerybeat-schedule')}"]
-    os.makedirs(Settings().work_dir, exist_ok=True)
+        argv += ["--beat", f"--schedule={work_dir / 'celerybeat-schedule'}"]
     app.worker_main(argv + list(ctx.args))
 
 
