@@ -7,6 +7,7 @@ strings are accepted; anything truly malformed raises ``MalformedCallback``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -19,10 +20,17 @@ from recorder.timeutil import LATEST
 
 
 class MediaFormat(StrEnum):
+    """In order of preference: a broadcast recorded in several formats is archived in
+    each, and the first is its primary archive."""
+
     MP4 = "mp4"
     FLV = "flv"
     HLS = "hls"
     AAC = "aac"
+
+
+def by_preference(formats: Iterable[str]) -> list[str]:
+    return sorted(set(formats), key=lambda fmt: list(MediaFormat).index(MediaFormat(fmt)))
 
 
 @dataclass(frozen=True)

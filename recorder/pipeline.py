@@ -25,6 +25,7 @@ from typing import Any
 from recorder import archive, fetch, jobs, stitch
 from recorder.callbacks import parse_stored
 from recorder.errors import FetchError, RecorderError, StitchError, StorageError
+from recorder.events import by_preference
 from recorder.grouping import Placement, gaps, timeline
 from recorder.present import gap_json
 from recorder.services import Services
@@ -234,6 +235,7 @@ def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> li
     broken = [r for r in results if isinstance(r, Broken)]
     if broken and (ctx.settings.broken_fragments == "fail" or not fetched):
         raise StitchError("; ".join(b.reason for b in broken))
+    formats = by_preference(f.fragment.format for f in fetched)
     return [
         _archive_format(
             ctx,
@@ -241,8 +243,9 @@ def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> li
             [f for f in fetched if f.fragment.format == fmt],
             [b for b in broken if b.fragment.format == fmt],
             work / fmt,
+            primary=fmt == formats[0],
         )
-        for fmt in sorted({f.fragment.format for f in fetched})
+        for fmt in formats
     ]
 
 
@@ -259,8 +262,10 @@ CONTENT_TYPES = {
 
 
 def _archive_format(
-    ctx: Context, job: repository.StitchJob, fetched: list[Fetched], broken: list[Broken], work: Path
+    ctx: Context, job: repository.StitchJob, fetched: list[Fetched], broken: list[Broken], work: Path, *, primary: bool
 ) -> Archive:
+    """Stitch, verify and store one format's archive. The primary format's key is the
+    contract's ``<broadcast_id>-v<n>.<ext>``; another format's is ``<broadcast_id>-v<n>.<format>.<ext>``."""
     settings = ctx.settings
     placements = timeline(fetched)
     used = [p for p in placements if not p.redundant]
@@ -283,7 +288,7 @@ def _archive_format(
         started_at=job.started_at,
         broadcast_id=job.broadcast_id,
         version=job.next_version,
-        ext=ext,
+        ext=ext if primary else f"{inputs[0].format}.{ext}",
     )
     work.mkdir(parents=True, exist_ok=True)
     result = stitch.stitch(

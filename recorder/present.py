@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recorder.events import by_preference
 from recorder.grouping import Gap, gaps
 from recorder.services import Services
 from recorder.store.models import Archive, Broadcast, Fragment
@@ -51,7 +52,9 @@ def archive_json(svc: Services, archive: Archive) -> dict[str, Any]:
 
 def broadcast_json(svc: Services, broadcast: Broadcast) -> dict[str, Any]:
     archives = [archive_json(svc, a) for a in broadcast.archives]
-    latest = [a for a in archives if a["version"] == broadcast.version]
+    # The latest version's archive in the primary format; every other one is in "archives".
+    latest = {a["format"]: a for a in archives if a["version"] == broadcast.version}
+    primary = latest[by_preference(latest)[0]] if latest else None
     return {
         "id": broadcast.id,
         "app": broadcast.app,
@@ -69,7 +72,7 @@ def broadcast_json(svc: Services, broadcast: Broadcast) -> dict[str, Any]:
             {"start": iso(g.start), "end": iso(g.end), "seconds": round(g.seconds, 3)}
             for g in gaps(broadcast.fragments)
         ],
-        "archive": latest[0] if latest else None,
+        "archive": primary,
         "archives": archives,
         "merged_into": broadcast.merged_into,
     }

@@ -4,6 +4,7 @@ sessions, overlaps and broken fragments, through the real pipeline in-process.""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,41 @@ def test_skip_policy_archives_the_rest_and_records_the_hole(
     assert stitch.probe(ctx.store.local_path(archive.key)).duration == pytest.approx(12, abs=0.5)  # type: ignore[arg-type]
     manifest = json.loads(ctx.store.local_path(archive.manifest_key).read_text())  # type: ignore[union-attr]
     assert manifest["fragments"][1]["join"].startswith("left out: fragment")
+
+
+def test_a_stream_recorded_in_two_formats_gets_one_archive_per_format(
+    client: FlaskClient, settings: Settings, media_url: str, media_dir: Path, flv_copy: str
+) -> None:
+    ctx = make_ctx(settings)
+    post(client, fragment(media_url, media_dir, 0, START))
+    size = (media_dir / flv_copy).stat().st_size
+    flv = fragment(media_url, media_dir, 1, START, file_format="flv", video_url=f"{media_url}/{flv_copy}")
+    post(client, {**flv, "file_size": size})
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    (broadcast,) = broadcasts(ctx)
+    assert broadcast.format == "flv,mp4"
+    keys = sorted(a.key.rsplit("/", 1)[1] for a in broadcast.archives)
+    assert keys == [f"{broadcast.id}-v1.flv.mp4", f"{broadcast.id}-v1.mp4"]
+    shown = client.get(f"/v1/broadcasts/{broadcast.id}", headers=auth()).get_json()
+    assert shown["archive"]["format"] == "mp4" and len(shown["archives"]) == 2
+
+
+@pytest.fixture(scope="module")
+def flv_copy(media_dir: Path) -> str:
+    name = "clip0-copy.flv"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(media_dir / "clip0.mp4"),
+            "-c",
+            "copy",
+            str(media_dir / name),
+        ],
+        check=True,
+    )
+    return name
