@@ -171,10 +171,25 @@ def _run(fragments: int, seconds: int) -> int:
         logs = Path(env.get("RECORDER_WORK_DIR", "./data/work"))
         logs.mkdir(parents=True, exist_ok=True)
         cli = [sys.executable, "-m", "recorder.cli"]
-        stack.enter_context(process([*cli, "worker", "--concurrency=2"], env, logs / "demo-worker.log"))
-        stack.enter_context(process([*cli, "serve", "--port", str(port)], env, logs / "demo-serve.log"))
+        started = {
+            name: (
+                stack.enter_context(process([*cli, *args], env, logs / f"demo-{name}.log")),
+                logs / f"demo-{name}.log",
+            )
+            for name, args in (("worker", ["worker", "--concurrency=2"]), ("serve", ["serve", "--port", str(port)]))
+        }
+
+        def running() -> None:
+            """Stop waiting at once, with the reason, if a process we started has died."""
+            for name, (proc, log) in started.items():
+                if proc.poll() is not None:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                    raise SystemExit(f"demo failed: recorder {name} exited ({proc.returncode}); {log}:\n{tail}")
+
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).raise_for_status(), what="recorder serve")
+        wait_for(
+            lambda: running() or requests.get(f"{base}/healthz", timeout=1).raise_for_status(), what="recorder serve"
+        )
         print(f"recorder serve on {base}, worker and redis-server running; logs in {logs}")
 
         first = time.time() - fragments * (seconds + GAP_SECONDS)
@@ -202,6 +217,7 @@ def _run(fragments: int, seconds: int) -> int:
         headers = {"Authorization": f"Bearer {token}"}
 
         def archived() -> dict[str, Any]:
+            running()
             items = requests.get(
                 f"{base}/v1/broadcasts", params={"stream_id": stream_id}, headers=headers, timeout=5
             ).json()["items"]
