@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box, filesize
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,6 +20,7 @@ from rich.text import Text
 
 from recorder.config import ConfigError, Settings
 from recorder.errors import RecorderError
+from recorder.present import human_duration, human_size
 from recorder.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -260,22 +261,8 @@ def when(value: str | None) -> str:
     return f"{value[:19]}Z" if value else "–"
 
 
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, secs = divmod(round(value), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
 def span(start: str | None, end: str | None) -> str:
-    return seconds(parse_time(end) - parse_time(start)) if start and end else "–"
-
-
-def size(value: int | None) -> str:
-    return filesize.decimal(value) if value is not None else "–"
+    return human_duration(parse_time(end) - parse_time(start)) if start and end else "–"
 
 
 # Long columns fold on a narrow terminal; the short ones and times stay whole.
@@ -309,7 +296,7 @@ def broadcasts_table(page: JSON) -> Table:
             span(b["started_at"], b["ended_at"]),
             str(len(b["fragments"])),
             str(len(b["gaps"])),
-            f"v{archive['version']} {size(archive['size'])}" if archive else "–",
+            f"v{archive['version']} {human_size(archive['size'])}" if archive else "–",
         )
     return rows
 
@@ -324,10 +311,12 @@ def broadcast_detail(b: JSON) -> RenderableType:
     facts.add_row("Span", f"{when(b['started_at'])} → {when(b['ended_at'])}  ({span(b['started_at'], b['ended_at'])})")
     facts.add_row("Format", b["format"] or "–")
     gap_seconds = sum(g["seconds"] for g in b["gaps"])
-    facts.add_row("Fragments", f"{len(b['fragments'])}, {len(b['gaps'])} gaps ({seconds(gap_seconds)})")
+    facts.add_row("Fragments", f"{len(b['fragments'])}, {len(b['gaps'])} gaps ({human_duration(gap_seconds)})")
     if b["archive"]:
         a = b["archive"]
-        facts.add_row("Archive", f"v{a['version']} {a['key']}  {size(a['size'])}, {seconds(a['duration'])}")
+        facts.add_row(
+            "Archive", f"v{a['version']} {a['key']}  {human_size(a['size'])}, {human_duration(a['duration'])}"
+        )
         facts.add_row("Download", a["url"])
     parts: list[RenderableType] = [facts]
 
@@ -337,8 +326,8 @@ def broadcast_detail(b: JSON) -> RenderableType:
             str(n),
             when(f["start"]),
             when(f["end"]),
-            seconds(f["duration"]),
-            size(f["file_size"]),
+            human_duration(f["duration"]),
+            human_size(f["file_size"]),
             f["format"],
             Text(f["source_key"]).append(f"\n{f['error']}" if f["error"] else "", style="red"),
         )
@@ -346,13 +335,18 @@ def broadcast_detail(b: JSON) -> RenderableType:
     if b["gaps"]:
         gaps = table("Gap from (UTC)", "To (UTC)", "Length", title="Gaps")
         for g in b["gaps"]:
-            gaps.add_row(when(g["start"]), when(g["end"]), seconds(g["seconds"]))
+            gaps.add_row(when(g["start"]), when(g["end"]), human_duration(g["seconds"]))
         parts.append(gaps)
     if b["archives"]:
         versions = table("V", "Format", "Size", "Duration", "Created (UTC)", "Key", title="Archive versions")
         for a in b["archives"]:
             versions.add_row(
-                str(a["version"]), a["format"], size(a["size"]), seconds(a["duration"]), when(a["created_at"]), a["key"]
+                str(a["version"]),
+                a["format"],
+                human_size(a["size"]),
+                human_duration(a["duration"]),
+                when(a["created_at"]),
+                a["key"],
             )
         parts.append(versions)
     return Group(*parts)
@@ -363,8 +357,8 @@ def fragments_table(page: JSON) -> Table:
     for f in page["items"]:
         rows.add_row(
             when(f["start"]),
-            seconds(f["duration"]),
-            size(f["file_size"]),
+            human_duration(f["duration"]),
+            human_size(f["file_size"]),
             f["format"],
             f["stream_id"],
             f["broadcast_id"] or "–",
@@ -375,7 +369,7 @@ def fragments_table(page: JSON) -> Table:
 
 def progress_text(job: JSON) -> str:
     p = job["progress"]
-    return f"{p['done']}/{p['total']} done, {p['failed']} failed, {size(p['bytes'])}"
+    return f"{p['done']}/{p['total']} done, {p['failed']} failed, {human_size(p['bytes'])}"
 
 
 def jobs_table(page: JSON) -> Table:
@@ -399,8 +393,8 @@ def proposal(broadcasts: list[JSON]) -> RenderableType:
             when(b["ended_at"]),
             str(len(b["fragments"])),
             str(sum(f["new"] for f in b["fragments"])),
-            f"{len(b['gaps'])} ({seconds(sum(g['seconds'] for g in b['gaps']))})",
-            seconds(b["expected_duration"]),
+            f"{len(b['gaps'])} ({human_duration(sum(g['seconds'] for g in b['gaps']))})",
+            human_duration(b["expected_duration"]),
         )
     return rows
 
@@ -455,7 +449,7 @@ def bar_fields(job: JSON) -> JSON:
         "status": f"[{STYLES[status]}]{status}[/]",
         "done": p["done"],
         "failed": p["failed"],
-        "size": size(p["bytes"]),
+        "size": human_size(p["bytes"]),
     }
 
 

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import filesize
+
 from recorder.events import by_preference
 from recorder.grouping import Gap, gaps
 from recorder.services import Services
 from recorder.store.models import Archive, Broadcast, Fragment
 from recorder.timeutil import iso
+
+
+def human_duration(seconds: float | None) -> str:
+    """``6.0 s``, ``4 min 40 s``, ``1 h 02 min``: for tables and pages."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s"
+
+
+def human_size(size: int | None) -> str:
+    return filesize.decimal(size) if size is not None else "—"
 
 
 def gap_json(gap: Gap) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def test_broadcasts_list_as_table_and_as_the_apis_json(env: dict[str, str], grou
         ("b", "settling", "2026-09-21T14:15:00Z"),
         ("a", "settling", "2026-09-21T14:13:20Z"),
     ]
-    assert rows[0][4:7] == ["14.0s", "2", "1"]  # span, fragments, gaps
+    assert rows[0][4:8] == ["14.0", "s", "2", "1"]  # span, fragments, gaps
 
     assert as_json(recorder(env, "broadcasts", "list", "--json")) == client.get("/v1/broadcasts", headers=auth()).json
     first = as_json(recorder(env, "broadcasts", "list", "--stream-id", "a", "--limit", "1", "--json"))
@@ -106,7 +106,7 @@ def test_broadcast_show_and_fragments(env: dict[str, str], grouped: None, client
     (latest, _) = client.get("/v1/broadcasts?stream_id=a", headers=auth()).json["items"]
     shown = recorder(env, "broadcasts", "show", latest["id"]).stdout
     assert "tencent:f2" in shown and "tencent:f3" in shown
-    assert "2, 1 gaps (2.0s)" in shown and "2026-09-21T15:13:26Z" in shown  # the gap's start
+    assert "2, 1 gaps (2.0 s)" in shown and "2026-09-21T15:13:26Z" in shown  # the gap's start
     assert as_json(recorder(env, "broadcasts", "show", latest["id"], "--json")) == latest
 
     fragments = as_json(
