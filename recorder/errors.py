@@ -56,11 +56,6 @@ class NotFound(RecorderError):
     code = 404
 
 
-class Conflict(RecorderError):
-    status = 409
-    code = 409
-
-
 class FetchError(RecorderError):
     """A fragment could not be downloaded. ``permanent`` errors are not retried."""
 

@@ -63,11 +63,6 @@ class Placement(Generic[P]):
         return self.trim >= self.fragment.end - self.fragment.start
 
 
-def within_window(start: float, end: float, other_start: float, other_end: float, window: float) -> bool:
-    """True when two time spans overlap or are at most ``window`` seconds apart."""
-    return other_start - end <= window and start - other_end <= window
-
-
 def window_for(start: float, end: float, windows: Iterable[Window]) -> Window | None:
     """The declared window holding a span's midpoint (the earliest, if windows overlap)."""
     middle = (start + end) / 2

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from recorder.grouping import Gap, Window, gaps, group_fragments, timeline, within_window
+from recorder.grouping import Gap, Window, gaps, group_fragments, timeline
 from recorder.store import repository
 from recorder.store.db import make_engine, make_sessions, migrate, transaction
 from recorder.store.models import Event, Fragment
@@ -46,6 +46,11 @@ pieces = st.lists(
     max_size=25,
     unique_by=lambda p: p.source_key,
 )
+
+
+def within_window(start: float, end: float, other_start: float, other_end: float, window: float) -> bool:
+    """The rule, stated directly: two spans overlap or are at most ``window`` seconds apart."""
+    return other_start - end <= window and start - other_end <= window
 
 
 def partition(groups: list[list[Piece]]) -> set[frozenset[str]]:
