@@ -50,7 +50,6 @@ class Stream(Base):
     appname: Mapped[str] = mapped_column(String(255))
     stream_id: Mapped[str] = mapped_column(String(1024), index=True)
     live_sequence: Mapped[str | None] = mapped_column(String(128))
-    live_since: Mapped[float | None] = mapped_column(Float)
 
 
 class Broadcast(Base):

@@ -301,7 +301,7 @@ def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window:
     """Push started/stopped and recording ended: a live push keeps its broadcast open."""
     stream = _lock_stream(session, signal.app, signal.appname, signal.stream_id)
     if isinstance(signal, PushSignal) and signal.live:
-        stream.live_sequence, stream.live_since = signal.sequence, signal.at
+        stream.live_sequence = signal.sequence
         session.execute(
             update(Broadcast)
             .where(
@@ -315,7 +315,7 @@ def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window:
     ended = isinstance(signal, PushSignal) or signal.event == "record_ended"
     if not ended or (isinstance(signal, PushSignal) and stream.live_sequence not in (None, signal.sequence)):
         return  # a stale stop of an older push session
-    stream.live_sequence = stream.live_since = None
+    stream.live_sequence = None
     # Quiet is counted from this callback: Tencent uploads the last file after the push ends.
     session.execute(
         update(Broadcast)
@@ -513,6 +513,7 @@ def record_failure(
     if transient and now - broadcast.first_failure_at < retry_for:
         base = max(1.0, retry_for / 40)
         broadcast.next_attempt_at = now + min(retry_for / 4, base * 2 ** (broadcast.attempts - 1))
+        broadcast.enqueued_at = None  # its message is spent: the sweep sends it again when due
         broadcast.error = f"retrying: {reason}"
         return "stitching"
     broadcast.status = "failed"
