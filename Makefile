@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SYSTEM_TOOLS := ffmpeg ffprobe redis-server
 APT_PACKAGES := ffmpeg redis-server
 
-.PHONY: demo test system venv clean
+.PHONY: demo test reliability bench system venv clean
 
 demo: system venv
 	$(BIN)/recorder demo
@@ -19,7 +19,26 @@ demo: system venv
 test: SYSTEM_TOOLS += /usr/bin/chromium /usr/lib/postgresql/*/bin/postgres
 test: APT_PACKAGES += chromium postgresql
 test: system venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/reliability
+
+# Fault and fuzz suites, not part of `make test` (a few minutes): serve and worker processes
+# killed and starved, hostile inputs, on SQLite and PostgreSQL. Ends with a table of figures and
+# fails if any answered callback was lost or duplicated, or any answer was an unexpected 5xx.
+reliability: SYSTEM_TOOLS += /usr/lib/postgresql/*/bin/postgres
+reliability: APT_PACKAGES += postgresql
+reliability: system venv
+	$(BIN)/pytest tests/reliability -q
+
+# Benchmarks, not part of `make test` (bench/RESULTS.md): wrk loads the web server, the scale
+# bench also runs on PostgreSQL. `make bench BENCH_ARGS=--quick` is the short form for CI.
+bench: SYSTEM_TOOLS += wrk /usr/lib/postgresql/*/bin/postgres
+bench: APT_PACKAGES += wrk postgresql
+bench: system venv $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
 
 system:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || ls $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \

@@ -69,9 +69,8 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
 
     A transient download error propagates, so the event stays unhandled and is retried.
     """
-    ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="probe-", dir=ctx.settings.work_dir) as work:
-        fetched = _fetch_one(ctx, fragment, Path(work))
+    with _scratch(ctx, "probe") as work:
+        fetched = _fetch_one(ctx, fragment, work)
     duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
         repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
@@ -129,6 +128,38 @@ def _lease_renewed(ctx: Context, broadcast_id: str) -> Iterator[None]:
         thread.join()
 
 
+@contextmanager
+def _scratch(ctx: Context, name: str) -> Iterator[Path]:
+    """A scratch directory in the work dir, named ``<name>-<pid>-*`` so that what a killed
+    process leaves behind can be told from the work of live ones."""
+    ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{name}-{os.getpid()}-", dir=ctx.settings.work_dir) as work:
+        yield Path(work)
+
+
+def clear_scratch(work_dir: Path, broadcast_id: str | None = None) -> None:
+    """Remove what killed processes left in the work dir (and a broadcast's earlier attempts,
+    when its lease is ours). A worker process calls it when it starts, so a pool process that
+    replaces a killed one cleans up after it."""
+    if not work_dir.is_dir():
+        return
+    for path in work_dir.iterdir():
+        name, _, rest = path.name.partition("-")
+        pid = rest.partition("-")[0]
+        if path.is_dir() and (name == broadcast_id or (pid.isdigit() and not _alive(int(pid)))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
     """Stitch and archive one broadcast if it is due and free; returns the outcome."""
     with transaction(ctx.sessions) as session:
@@ -137,15 +168,10 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
         )
     if job is None:
         return "skipped"
-    ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ctx.settings.work_dir.glob(f"{broadcast_id}-*"):  # left by a killed attempt; the lease is ours
-        shutil.rmtree(stale, ignore_errors=True)
+    clear_scratch(ctx.settings.work_dir, broadcast_id)
     try:
-        with (
-            _lease_renewed(ctx, broadcast_id),
-            tempfile.TemporaryDirectory(prefix=f"{broadcast_id}-", dir=ctx.settings.work_dir) as work,
-        ):
-            archives = _produce_archives(ctx, job, Path(work))
+        with _lease_renewed(ctx, broadcast_id), _scratch(ctx, broadcast_id) as work:
+            archives = _produce_archives(ctx, job, work)
         with transaction(ctx.sessions) as session:
             recorded = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
         return "archived" if recorded else "lost-lease"

@@ -69,6 +69,8 @@ class Publisher:
             self.celery.send_task(task, args=args, retry=False)
         except Exception as error:  # broker down: the sweep will deliver it
             self._down_until = time.monotonic() + self.pause
-            log.warning("could not publish %s%r (retrying in %.0f s; the sweep delivers it): %s", task, args, self.pause, error)
+            log.warning(
+                "could not publish %s%r (retrying in %.0f s; the sweep delivers it): %s", task, args, self.pause, error
+            )
             return False
         return True

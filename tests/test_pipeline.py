@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -161,3 +163,27 @@ def test_unreachable_media_is_retried_with_backoff_then_failed(client: FlaskClie
         outcomes += [pipeline.stitch_broadcast(ctx, b) for b in pipeline.sweep(ctx).stitches]
     assert outcomes[-1] == "failed" and outcomes.count("failed") == 1
     assert set(outcomes[:-1]) == {"stitching"}
+
+
+def test_scratch_of_killed_processes_is_cleared_and_live_work_is_kept(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan, working, earlier = (tmp_path / name for name in (f"bx-{dead.pid}-a", f"by-{os.getpid()}-b", "bz-1-c"))
+    for path in (orphan, working, earlier):
+        path.mkdir()
+        (path / "1.mp4.part").write_bytes(b"partial")
+    (tmp_path / "celerybeat-schedule").write_bytes(b"")
+    pipeline.clear_scratch(tmp_path, "bz")  # bz's lease is ours: its earlier attempt goes too
+    assert sorted(p.name for p in tmp_path.iterdir()) == [working.name, "celerybeat-schedule"]
+
+
+def test_a_transient_failure_is_sent_again_when_its_backoff_ends(client: FlaskClient, ctx: pipeline.Context) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    ctx.allow = fetch.HostAllowlist((*ctx.settings.media_hosts, closed))
+    assert client.post("/v1/callbacks/tencent", json=record_body(video_url=f"http://{closed}/a.mp4")).status_code == 200
+    assert run_until_quiet(ctx, ctx.clock) == ["stitching"]  # type: ignore[arg-type]
+    with ctx.sessions() as session:
+        broadcast = session.execute(select(Broadcast)).scalar_one()
+    assert broadcast.next_attempt_at < ctx.clock() + ctx.settings.lease_seconds  # type: ignore[operator]
+    ctx.clock.now = broadcast.next_attempt_at  # type: ignore[attr-defined]
+    assert pipeline.sweep(ctx).stitches == [broadcast.id]  # not held back until a lease's time has passed

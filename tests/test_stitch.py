@@ -6,11 +6,14 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from recorder.demo import wait_for
 from recorder.errors import StitchError
 from recorder.samples import make_clip
 from recorder.stitch import (
@@ -580,3 +583,21 @@ def test_timeout_kills_ffmpeg(clips: dict[str, Path], tmp_path: Path) -> None:
         stitch(inputs(clips["f0.mp4"]), tmp_path / "out.mp4", timeout=0.001)
 
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_ffmpeg_dies_with_a_worker_killed_outright() -> None:
+    """kill -9 (the OOM killer, Celery's hard time limit) runs no cleanup: the kernel must end ffmpeg."""
+    script = (
+        "from recorder.stitch._ffmpeg import Deadline, run\n"
+        "run(['ffmpeg', '-nostdin', '-loglevel', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc', '-f', 'null', '-'],"
+        " Deadline.after(600), subject='test')\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script])
+    ffmpeg = wait_for(lambda: psutil.Process(worker.pid).children()[0], what="ffmpeg")
+    try:
+        worker.kill()
+        worker.wait()
+        wait_for(lambda: psutil.wait_procs([ffmpeg], timeout=0.1)[0][0], what="ffmpeg to end", timeout=5)
+    finally:
+        if ffmpeg.is_running():  # an orphan: the test failed
+            ffmpeg.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from celery import group
+from celery.signals import worker_process_init
 
 from recorder import pipeline
 from recorder.config import Settings
@@ -15,6 +16,12 @@ from worker.celery_app import app
 @cache
 def context() -> pipeline.Context:
     return pipeline.Context.build(Settings())
+
+
+@worker_process_init.connect
+def _clear_scratch(**_: object) -> None:
+    """A pool process replacing a killed one removes the scratch files the killed one left."""
+    pipeline.clear_scratch(Settings().work_dir)
 
 
 @app.task(name=HANDLE_EVENT)

@@ -1,14 +1,20 @@
 """Running ffmpeg and ffprobe: every run has a deadline and every failure a reason.
 
 Commands are built with ffmpeg-python but run with ``subprocess.run``, which kills the child
-on timeout or on any exception (a Celery soft time limit included), so no ffmpeg outlives
-its call.
+on timeout or on any exception (a Celery soft time limit included); a worker killed outright
+(``kill -9``, the OOM killer, Celery's hard time limit) runs no cleanup, so the kernel is asked
+to kill the child then (``PR_SET_PDEATHSIG``). No ffmpeg outlives its call.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -22,6 +28,8 @@ HLS_EXTENSIONS = (
 )
 CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")  # "[mov,mp4,... @ 0x55..] " log prefix
 _STDERR_TAIL = 4000  # characters of stderr kept on a StitchError
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class Deadline(NamedTuple):
@@ -59,10 +67,22 @@ def compiled(node: Any) -> list[str]:
     return cmd
 
 
+def _die_with(parent: int) -> None:
+    """In the child, before exec: SIGKILL when the thread that started it dies (or already has).
+
+    Only a ctypes call on a function resolved at import runs here, nothing that could take a
+    lock another thread held at fork time.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[union-attr]
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def run(cmd: list[str], deadline: Deadline, *, subject: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             cmd,
+            preexec_fn=functools.partial(_die_with, os.getpid()) if _LIBC else None,  # noqa: PLW1509
             stdin=subprocess.DEVNULL,
             capture_output=True,
             encoding="utf-8",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -22,9 +21,10 @@ from recorder.stitch._plan import (
     output_extension,
     plan,
     span,
+    verification_intervals,
 )
 from recorder.stitch._playlist import write_playlist
-from recorder.stitch._probe import ProbeFacts, probe_file, probe_header
+from recorder.stitch._probe import ProbeFacts, inspect, probe_file, probe_header
 
 # A rewritten fragment: (muxer, format). Same family as the fragments that join as they are,
 # so same time bases; an HLS fragment becomes one MPEG-TS file.
@@ -202,20 +202,21 @@ def _concat(pieces: list[_Piece], output: Path, work: Path, deadline: Deadline) 
             listing.append(f"duration {end - piece.facts.start_time - lead:.6f}")
         joins.append(Join(piece.item.label, position, end - start, piece.mode, piece.item.trim_start))
         position += end - start
+    muxer = OUTPUTS[output.suffix[1:]]
+    options: dict[str, Any] = {"c": "copy"}
+    if muxer == "mp4":
+        # A chapter per fragment, declared in the list itself and titled on the output: a second
+        # input (an ffmetadata file) would make ffmpeg pass every packet through input threads,
+        # which cost 35 % more time on a 1 GB join (measured: 2.9 s against 2.1 s).
+        listing[1:1] = _chapters(joins)
+        options |= {f"metadata:c:{index}": f"title={join.label}" for index, join in enumerate(joins)}
+        options |= {"map_chapters": 0, "movflags": "+faststart"}
     concat_file = work / "concat.txt"
     concat_file.write_text("\n".join(listing) + "\n", encoding="utf-8")
 
-    muxer = OUTPUTS[output.suffix[1:]]
     source_url = str(concat_file.resolve())
     source = ffmpeg.input(source_url, f="concat", safe=0, protocol_whitelist=whitelist(pieces[0].format))
     streams = [source["v:0?"], source["a:0?"]]  # only audio and video: a data stream would fail the mp4 muxer
-    options: dict[str, Any] = {"c": "copy"}
-    if muxer == "mp4":
-        chapters = work / "chapters.txt"
-        chapters.write_text(_chapters(joins), encoding="utf-8")
-        metadata = ffmpeg.input(str(chapters.resolve()), f="ffmetadata", protocol_whitelist="file")
-        streams.append(metadata["d?"])  # maps nothing (it has no streams) but puts it on the command line
-        options |= {"map_chapters": 1, "movflags": "+faststart"}
     # -copyts: the timeline is the list's own; else an AAC priming packet before 0 shifts it all 23 ms.
     cmd = compiled(ffmpeg.output(*streams, str(output.resolve()), f=muxer, **options).global_args("-copyts"))
     done = run(cmd, deadline, subject=f"{len(pieces)} fragments")
@@ -226,12 +227,14 @@ def _concat(pieces: list[_Piece], output: Path, work: Path, deadline: Deadline) 
         reason = f"ffmpeg could not join {len(pieces)} fragments" + (f": {culprit} cannot be read" if culprit else "")
         raise failure(reason, cmd, done.stderr)
 
-    facts = probe_header(output, muxer, deadline)
+    # The output's facts, and verify()'s decoding scan of it in the same ffprobe run. The scan's
+    # windows assume the output starts at 0, as -copyts makes it; if not, verify() reads again.
+    facts, inspection = inspect(output, muxer, deadline, intervals=verification_intervals(joins, 0.0))
     if lost := [kind for kind in ("video", "audio") if getattr(pieces[0].facts, kind) and not getattr(facts, kind)]:
         raise StitchError(f"the output has no {' or '.join(lost)} although the fragments do", cmd=cmd)
     modes = {join.mode for join in joins}
     mode = "copy" if modes == {"copy"} else "reencode" if modes == {"reencode"} else "mixed"
-    return StitchResult(output, facts.duration, mode, joins, facts, cmd)
+    return StitchResult(output, facts.duration, mode, joins, facts, cmd, inspection=inspection)
 
 
 def _quoted(piece: _Piece) -> str:
@@ -242,15 +245,14 @@ def _quoted(piece: _Piece) -> str:
     return "'{}'".format(path.replace("'", "'\\''"))
 
 
-def _chapters(joins: list[Join]) -> str:
-    """An ffmetadata file: one chapter per fragment, titled with its label."""
-    lines = [";FFMETADATA1"]
+def _chapters(joins: list[Join]) -> list[str]:
+    """Concat-list directives: one chapter per fragment, in milliseconds (titles go on the output)."""
+    lines = []
     for index, join in enumerate(joins):
         start = 0 if index == 0 else round(join.offset * 1000)
         end = round((join.offset + join.duration) * 1000)
-        title = re.sub(r"([=;#\\\n])", r"\\\1", join.label)  # ffmetadata's special characters
-        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={start}", f"END={end}", f"title={title}"]
-    return "\n".join(lines) + "\n"
+        lines.append(f"chapter {index} {start / 1000:.3f} {end / 1000:.3f}")
+    return lines
 
 
 def _readable(piece: _Piece, deadline: Deadline) -> bool:

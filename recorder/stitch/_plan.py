@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 from recorder.errors import StitchError
 from recorder.stitch._ffmpeg import seconds
-from recorder.stitch._probe import ProbeFacts
+from recorder.stitch._probe import Inspection, ProbeFacts
 
 FORMATS = ("mp4", "flv", "hls", "aac")  # as Tencent records them; hls is a local .m3u8, aac is ADTS
 _KEPT = {"mp4": "mp4", "flv": "flv", "hls": "mp4", "aac": "m4a"}  # container="keep"
 _SLACK = 0.05  # audio may start or end this far from its video: a frame, plus the AAC encoder's priming
+WINDOW = 1.0  # seconds verification checks on each side of a join
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class StitchResult:
     probe: ProbeFacts
     command: list[str]  # the final ffmpeg command; empty for a playlist
     extra_files: list[Path] = field(default_factory=list)  # a playlist's segments, stored beside it
+    # verify()'s decoding scan, made in the same ffprobe run as ``probe``; verify reads the file
+    # again if it changed since, or if the scan does not cover its windows.
+    inspection: Inspection | None = field(default=None, repr=False, compare=False)
 
 
 Params = TypeVar("Params", VideoParams, AudioParams)
@@ -137,6 +141,26 @@ def expected_duration(inputs: list[StitchInput]) -> float:
     """What the output should last, from the probes alone: each fragment's video span (its audio
     span if it has no video) minus the overlaps."""
     return sum(end - start - item.trim_start for item in inputs for start, end in [span(item.probe)])
+
+
+def verification_intervals(joins: list[Join], start: float) -> str:
+    """ffprobe -read_intervals for verification: the first seconds, and WINDOW around each join.
+
+    ``start`` is the output's start time: the intervals are in its timestamps.
+    """
+    windows = _merged([(0.0, 2 * WINDOW)] + [(j.offset - WINDOW, j.offset + WINDOW) for j in joins[1:]])
+    # The first window reads from the start of the file, where ffprobe skips nothing.
+    return ",".join(f"{f'{start + a:.3f}' if a else ''}%{start + b:.3f}" for a, b in windows)
+
+
+def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted((max(a, 0.0), b) for a, b in windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def span(facts: ProbeFacts, kind: str | None = None) -> tuple[float, float]:

@@ -7,11 +7,9 @@ from collections import Counter
 from recorder.errors import StitchError
 from recorder.stitch._ffmpeg import Deadline, last_messages
 from recorder.stitch._join import OUTPUTS
-from recorder.stitch._plan import StitchResult
+from recorder.stitch._plan import WINDOW, StitchResult, verification_intervals
 from recorder.stitch._playlist import playlist_duration
-from recorder.stitch._probe import Scan, scan
-
-_WINDOW = 1.0  # seconds checked on each side of a join
+from recorder.stitch._probe import Scan, scan, stamp
 
 
 class VerificationError(StitchError):
@@ -38,12 +36,12 @@ def verify(
     """
     playlist = result.path.suffix == ".m3u8"
     start = result.probe.start_time
-    windows = _merged([(0.0, 2 * _WINDOW)] + [(j.offset - _WINDOW, j.offset + _WINDOW) for j in result.joins[1:]])
-    # The first window reads from the start of the file, where ffprobe skips nothing.
-    intervals = ",".join(f"{f'{start + a:.3f}' if a else ''}%{start + b:.3f}" for a, b in windows)
+    intervals = verification_intervals(result.joins, start)
     fmt = OUTPUTS.get(result.path.suffix[1:])
     try:
-        read = None if playlist else scan(result.path, fmt, Deadline.after(timeout), intervals=intervals, decode=True)
+        read = None if playlist else _made(result, intervals)
+        if read is None and not playlist:
+            read = scan(result.path, fmt, Deadline.after(timeout), intervals=intervals, decode=True)
         duration = read.duration if read else playlist_duration(result.path)
     except StitchError as error:  # an output that cannot even be read
         raise VerificationError(error.reason, cmd=error.cmd, stderr=error.stderr) from error
@@ -58,6 +56,17 @@ def verify(
         raise VerificationError(f"the output does not decode cleanly near its joins: {errors}")
     _check_monotonic(read, start)
     _check_drift(read, result, max_drift)
+
+
+def _made(result: StitchResult, intervals: str) -> Scan | None:
+    """The scan stitch() made of these intervals, if the file has not changed since."""
+    made = result.inspection
+    if made is None or made.intervals != intervals:
+        return None
+    try:
+        return made.scan if stamp(result.path) == made.stamp else None
+    except OSError:
+        return None  # then the scan says what is wrong with it
 
 
 def _check_monotonic(read: Scan, start: float) -> None:
@@ -80,20 +89,10 @@ def _check_drift(read: Scan, result: StitchResult, max_drift: float) -> None:
     step = Counter(round(p.duration, 6) for p in audio).most_common(1)[0][0]  # one audio frame
     times = [p.pts - result.probe.start_time for p in audio if p.pts is not None]
     for join in result.joins[1:]:
-        near = sorted(t for t in times if abs(t - join.offset) <= _WINDOW)
+        near = sorted(t for t in times if abs(t - join.offset) <= WINDOW)
         drift = near[-1] - near[0] - (len(near) - 1) * step if near else 0.0
         if abs(drift) > max_drift:
             raise VerificationError(
                 f"audio drifts {drift * 1000:+.0f} ms from the video at the join to {join.label}"
                 f" ({join.offset:.1f} s; at most {max_drift * 1000:.0f} ms allowed)"
             )
-
-
-def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[tuple[float, float]] = []
-    for start, end in sorted((max(a, 0.0), b) for a, b in windows):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged

@@ -1,0 +1,96 @@
+"""Scale: eight broadcasts (4 x 60 s MP4 fragments each) with one worker process, then with two,
+on SQLite and then on PostgreSQL. Each worker is a ``recorder worker --concurrency=1`` process
+(the second with ``--no-beat``), as N workers on N machines would run; they share the database,
+Redis, the media server and the archive directory.
+
+Throughput counts from the moment the broadcasts start stitching (the sweep settles all eight
+at once) to the last one archived, so the settle wait does not dilute it. The archive goes to a
+local directory: an S3 server on the same two cores would compete with the workers it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import media
+from bench.common import CACHE, Row, logs_dir, main, step
+from bench.services import (
+    Database,
+    media_server,
+    postgres,
+    redis_server,
+    send_broadcast,
+    serve,
+    service_env,
+    workers,
+)
+
+BROADCASTS = 8
+
+
+def run_batch(db: Database, base: str, base_media: str, files: list[Path], seconds: int, count: int) -> float:
+    """Send ``count`` broadcasts; seconds from the first seen stitching to the last archived."""
+    names = [f.name for f in files]
+    stream_ids = [f"scale_{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    for stream_id in stream_ids:
+        send_broadcast(base, base_media, stream_id, files, seconds, names=names)
+    first = None
+    deadline = time.monotonic() + 600
+    while True:
+        statuses = db.statuses(stream_ids)
+        now = time.monotonic()
+        if first is None and any(s in ("stitching", "archived") for s in statuses.values()):
+            first = now
+        if len(statuses) == count and all(s == "archived" for s in statuses.values()):
+            return now - (first or now)
+        if now > deadline:
+            raise TimeoutError(f"not archived within 600 s: {statuses}")
+        time.sleep(0.05)
+
+
+def body(args: argparse.Namespace) -> list[Row]:
+    seconds = 10 if args.quick else 60
+    count = 4 if args.quick else BROADCASTS
+    files = media.fragments("mp4", 4, seconds)
+    rows = []
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-", dir=CACHE)))
+        logs = logs_dir("scale")
+        base_media = stack.enter_context(media_server(files[0].parent, logs))
+        broker = stack.enter_context(redis_server())
+        for backend in ("sqlite", "postgresql"):
+            with ExitStack() as run:
+                url = run.enter_context(postgres()) if backend == "postgresql" else None
+                env = service_env(tmp / backend, broker=broker, media=base_media, database=url)
+                base = run.enter_context(serve(env, logs, workers=1))
+                db = Database(env["RECORDER_DATABASE_URL"])
+                run.callback(db.close)
+                took = {}
+                for n in (1, 2):
+                    with workers(env, logs, count=n, concurrency=1), step(f"scale: {backend}, {n} worker(s)"):
+                        run_batch(db, base, base_media, files, seconds, 1)  # warm-up: imports, connections
+                        took[n] = run_batch(db, base, base_media, files, seconds, count)
+                one, two = count / took[1], count / took[2]
+                rows.append(
+                    Row(
+                        "scale",
+                        f"{backend}: broadcasts/min, 2 workers vs 1",
+                        two * 60,
+                        one * 60,
+                        "/min",
+                        target=1.6,
+                        higher_is_better=True,
+                        note=f"{count} broadcasts of 4 x {seconds} s:"
+                        f" {took[1]:.1f} s with 1 worker, {took[2]:.1f} s with 2",
+                    )
+                )
+    return rows
+
+
+if __name__ == "__main__":
+    main("scale", body, __doc__ or "")
