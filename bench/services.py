@@ -3,7 +3,6 @@ an S3-compatible server (moto), Redis, PostgreSQL; and signed callbacks for them
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
@@ -17,8 +16,7 @@ from typing import Any
 import boto3
 import requests
 
-from recorder.callbacks.tencent import expected_sign
-from recorder.demo import free_port, process, redis_server, wait_for  # noqa: F401  (redis_server: re-exported)
+from recorder.demo import free_port, process, redis_server, signed_record_callback, wait_for  # noqa: F401
 
 KEY = "bench-callback-key"
 TOKEN = "bench-admin-token"
@@ -152,32 +150,10 @@ def record_body(
     *, stream_id: str, file_id: str, url: str, start: float, seconds: float, size: int, fmt: str = "mp4"
 ) -> dict[str, Any]:
     """A signed CSS recording-file callback (event 100), as Tencent sends it."""
-    t = int(time.time()) + 600
-    return {
-        "event_type": 100,
-        "appid": 1250000001,
-        "app": "bench.example.com",
-        "appname": "live",
-        "stream_id": stream_id,
-        "channel_id": stream_id,
-        "file_id": file_id,
-        "record_file_id": file_id,
-        "file_format": fmt,
-        "task_id": "",
-        "start_time": int(start),
-        "end_time": int(start + seconds),
-        "start_time_usec": 0,
-        "end_time_usec": 0,
-        "duration": seconds,
-        "file_size": size,
-        "stream_param": "",
-        "video_url": url,
-        "media_start_time": 0,
-        "record_bps": 0,
-        "callback_ext": json.dumps({"video_codec": "h264", "resolution": "1280x720", "session_id": stream_id}),
-        "t": t,
-        "sign": expected_sign(KEY, str(t)),
-    }
+    return signed_record_callback(
+        key=KEY, stream_id=stream_id, file_id=file_id, url=url, start=start, seconds=seconds, size=size,
+        app="bench.example.com", fmt=fmt, session_id=stream_id,
+    )  # fmt: skip
 
 
 def send_broadcast(

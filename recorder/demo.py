@@ -108,20 +108,30 @@ def wait_for(check: Any, *, what: str, timeout: float = 30) -> Any:
 
 
 def signed_record_callback(
-    *, key: str, stream_id: str, file_id: str, url: str, start: float, seconds: float, size: int
+    *,
+    key: str,
+    stream_id: str,
+    file_id: str,
+    url: str,
+    start: float,
+    seconds: float,
+    size: int,
+    app: str = "demo.example.com",
+    fmt: str = "mp4",
+    session_id: str = "demo",
 ) -> dict[str, Any]:
     """A Tencent CSS event_type 100 body, signed as Tencent signs it."""
     t = int(time.time()) + 600
     return {
         "event_type": 100,
         "appid": 1250000001,
-        "app": "demo.example.com",
+        "app": app,
         "appname": "live",
         "stream_id": stream_id,
         "channel_id": stream_id,
         "file_id": file_id,
         "record_file_id": file_id,
-        "file_format": "mp4",
+        "file_format": fmt,
         "task_id": "",
         "start_time": int(start),
         "end_time": int(start + seconds),
@@ -132,7 +142,7 @@ def signed_record_callback(
         "video_url": url,
         "media_start_time": 0,
         "record_bps": 0,
-        "callback_ext": json.dumps({"video_codec": "h264", "resolution": "320x240", "session_id": "demo"}),
+        "callback_ext": json.dumps({"video_codec": "h264", "session_id": session_id}),
         "t": t,
         "sign": expected_sign(key, str(t)),
     }
