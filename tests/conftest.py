@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from recorder import pipeline
 from recorder.app import create_app
@@ -119,3 +121,14 @@ def grouped(settings: Settings, client: FlaskClient) -> None:
     ctx.clock = lambda: time.time() + 10  # past the sweep's grace for fresh events
     for event_id in pipeline.sweep(ctx).events:
         pipeline.handle_event(ctx, event_id)
+
+
+@pytest.fixture
+def server(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port, over the test's database (for browsers and --url clients)."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join()

@@ -13,16 +13,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from recorder.config import Settings
 from recorder.demo import process
@@ -69,17 +65,6 @@ def recorder(
 
 def as_json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app on a free loopback port, over the test's database."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join()
 
 
 def test_broadcasts_list_as_table_and_as_the_apis_json(env: dict[str, str], grouped: None, client: FlaskClient) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +14,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, expect, sync_playwright
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from recorder import pipeline
 from recorder.app import create_app, services
@@ -374,17 +372,6 @@ def test_stitch_job_by_prefix_as_a_dry_run(client: FlaskClient, streams: dict[st
 
 
 # --- a real browser ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app on a free loopback port, as a browser sees it."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join()
 
 
 @pytest.fixture
