@@ -246,3 +246,16 @@ def flv_copy(media_dir: Path) -> str:
         check=True,
     )
     return name
+
+
+def test_a_stop_handled_before_its_start_does_not_leave_the_stream_live(
+    client: FlaskClient, settings: Settings, media_url: str, media_dir: Path
+) -> None:
+    ctx = make_ctx(settings)
+    post(client, signed({**sample("css-push-stop.json"), "stream_id": "lesson", "event_time": START + 7}))
+    handle_events(ctx)  # the stop first, as two busy workers may do
+    post(client, signed({**sample("css-push-start.json"), "stream_id": "lesson", "event_time": START - 5}))
+    post(client, fragment(media_url, media_dir, 0, START))
+    handle_events(ctx)
+    assert broadcasts(ctx)[0].status == "settling"
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]

@@ -50,6 +50,8 @@ class Stream(Base):
     appname: Mapped[str] = mapped_column(String(255))
     stream_id: Mapped[str] = mapped_column(String(1024), index=True)
     live_sequence: Mapped[str | None] = mapped_column(String(128))
+    # The time of the last push signal applied: an older one, handled late, is ignored.
+    signal_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Broadcast(Base):

@@ -298,9 +298,23 @@ def handle_event(session: Session, event: Event, parsed: Parsed, *, window: floa
 
 
 def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window: float, now: float) -> None:
-    """Push started/stopped and recording ended: a live push keeps its broadcast open."""
+    """Push started/stopped and recording ended: a live push keeps its broadcast open.
+
+    Signals are applied by their own time, not by when they are handled: one older
+    than the last applied (or a start at the same moment as a stop) changes nothing,
+    so a stop handled before its start cannot leave a stream live.
+    """
     stream = _lock_stream(session, signal.app, signal.appname, signal.stream_id)
-    if isinstance(signal, PushSignal) and signal.live:
+    start = isinstance(signal, PushSignal) and signal.live
+    ended = isinstance(signal, PushSignal) or signal.event == "record_ended"
+    if not (start or ended):
+        return
+    if stream.signal_at is not None and (signal.at < stream.signal_at or (start and signal.at == stream.signal_at)):
+        return  # overtaken by a later signal
+    if isinstance(signal, PushSignal) and not start and stream.live_sequence not in (None, signal.sequence):
+        return  # a stop of an older push session
+    stream.signal_at = signal.at
+    if start:
         stream.live_sequence = signal.sequence
         session.execute(
             update(Broadcast)
@@ -312,9 +326,6 @@ def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window:
             .values(status="open", updated_at=now)
         )
         return
-    ended = isinstance(signal, PushSignal) or signal.event == "record_ended"
-    if not ended or (isinstance(signal, PushSignal) and stream.live_sequence not in (None, signal.sequence)):
-        return  # a stale stop of an older push session
     stream.live_sequence = None
     # Quiet is counted from this callback: Tencent uploads the last file after the push ends.
     session.execute(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:10:46.974306
+Create Date: 2026-11-27 16:11:28.215864
 
 """
 
@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("appname", sa.String(length=255), nullable=False),
         sa.Column("stream_id", sa.String(length=1024), nullable=False),
         sa.Column("live_sequence", sa.String(length=128), nullable=True),
+        sa.Column("signal_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("app", "appname", "stream_id"),
     )
