@@ -208,12 +208,14 @@ def _store_imported(session: Session, info: FragmentInfo, *, window: float, now:
     body = json.dumps({"source_key": info.source_key, "url": info.url, "stream_id": info.stream_id})
     event_id = repository.store_callback(
         session,
-        provider="import",
-        event_type="100",
-        dedupe_key=hashlib.sha256(f"import:{info.source_key}".encode()).hexdigest(),
-        body=body,
-        fragment=info,
-        now=now,
+        repository.NewCallback(
+            provider="import",
+            event_type="100",
+            dedupe_key=hashlib.sha256(f"import:{info.source_key}".encode()).hexdigest(),
+            body=body,
+            fragment=info,
+            received_at=now,
+        ),
     )
     if event_id is not None:
         event = repository.unhandled_event(session, event_id)

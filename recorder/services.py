@@ -11,6 +11,7 @@ from recorder.archive import ArchiveStore, open_store
 from recorder.config import Settings
 from recorder.queue import Publisher
 from recorder.store.db import make_engine, make_sessions, migrate
+from recorder.store.intake import CallbackWriter
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     sessions: sessionmaker[Session]
     store: ArchiveStore
     publisher: Publisher
+    callbacks: CallbackWriter
 
     @classmethod
     def build(cls, settings: Settings, **extra: object) -> Services:
@@ -27,10 +29,12 @@ class Services:
         engine = make_engine(settings.database_url)
         migrate(engine)
         extra.setdefault("publisher", Publisher(settings))
+        sessions = make_sessions(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessions(engine),
+            sessions=sessions,
+            callbacks=CallbackWriter(sessions),
             store=open_store(settings),
             **extra,  # type: ignore[arg-type]
         )

@@ -166,14 +166,14 @@ def test_body_over_64_kib_is_413(client: FlaskClient, app: Flask) -> None:
 
 def test_database_down_is_503_then_replay_stores_once(client: FlaskClient, app: Flask) -> None:
     svc = services_of(app)
-    working = svc.sessions
+    working = svc.callbacks.sessions
     # A database that cannot be opened: a file path below a regular file.
-    svc.sessions = make_sessions(create_engine(f"sqlite:///{svc.settings.work_dir}/../recorder.db/x.db"))
+    svc.callbacks.sessions = make_sessions(create_engine(f"sqlite:///{svc.settings.work_dir}/../recorder.db/x.db"))
     body = record_body()
     answer = post(client, body)
     assert answer.status_code == 503
     assert "cannot store" in answer.get_json()["error"]
-    svc.sessions = working
+    svc.callbacks.sessions = working
     assert post(client, body).status_code == 200
     assert counts(app) == (1, 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 from celery import group
@@ -11,6 +12,8 @@ from recorder import pipeline
 from recorder.config import Settings
 from recorder.queue import HANDLE_EVENT, RUN_JOB, STITCH, SWEEP
 from worker.celery_app import app
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -25,8 +28,15 @@ def _clear_scratch(**_: object) -> None:
 
 
 @app.task(name=HANDLE_EVENT)
-def handle_event(event_id: int) -> bool:
-    return pipeline.handle_event(context(), event_id)
+def handle_event(*event_ids: int) -> int:
+    """Handle events published together; one that fails stays unhandled for the sweep to resend."""
+    handled = 0
+    for event_id in event_ids:
+        try:
+            handled += pipeline.handle_event(context(), event_id)
+        except Exception:
+            log.exception("event %s not handled (the sweep sends it again)", event_id)
+    return handled
 
 
 @app.task(name=STITCH)
@@ -44,8 +54,8 @@ def run_job(job_id: str) -> int:
 @app.task(name=SWEEP)
 def sweep() -> dict[str, int]:
     work = pipeline.sweep(context())
-    for event_id in work.events:
-        handle_event.delay(event_id)
+    if work.events:
+        handle_event.delay(*work.events)
     for broadcast_id in work.stitches:
         stitch.delay(broadcast_id)
     queued = pipeline.queued_jobs(context())

@@ -11,10 +11,6 @@ from recorder.api.openapi import Ack, Response, TencentCallback, documented, err
 from recorder.app import CALLBACK_BODY_LIMIT, services
 from recorder.callbacks import Received, sources, tencent, trtc
 from recorder.errors import BodyTooLarge, StoreUnavailable
-from recorder.events import FragmentInfo
-from recorder.queue import HANDLE_EVENT
-from recorder.store import repository
-from recorder.store.db import transaction
 
 bp = Blueprint("callbacks", __name__)
 
@@ -28,23 +24,14 @@ def callback_body() -> bytes:
 
 
 def store_and_enqueue(received: Received) -> None:
-    """Commit the event (and its fragment) before answering; publish after the commit."""
+    """Commit the event (and its fragment) before answering; publish after the commit, in the background."""
     svc = services()
     try:
-        with transaction(svc.sessions) as session:
-            event_id = repository.store_callback(
-                session,
-                provider=received.provider,
-                event_type=received.event_type,
-                dedupe_key=received.dedupe_key,
-                body=received.body,
-                fragment=received.event if isinstance(received.event, FragmentInfo) else None,
-                now=time.time(),
-            )
+        event_id = svc.callbacks.store(received, now=time.time())
     except SQLAlchemyError as error:
         raise StoreUnavailable(f"cannot store the callback: {type(error).__name__}") from error
     if event_id is not None:  # None: a duplicate, already stored and sent
-        svc.publisher.send(HANDLE_EVENT, event_id)
+        svc.publisher.handle_later(event_id)
 
 
 @bp.post("/v1/callbacks/tencent")

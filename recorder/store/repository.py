@@ -7,10 +7,12 @@ callback delivered three times or a task run twice changes nothing more.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, String, exists, func, literal, or_, select, update
+from sqlalchemy import Insert, Select, String, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -28,9 +30,16 @@ STALE_LIVE_SECONDS = 6 * 3600
 
 def _insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> int | None:
     """INSERT ... ON CONFLICT DO NOTHING; the new primary key, or None if it existed."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(model).values(**values).on_conflict_do_nothing().returning(model.id)  # type: ignore[attr-defined]
-    return session.execute(statement).scalar_one_or_none()
+    connection = session.connection()
+    statement = _insert_ignore_statement(connection.dialect.name, model).returning(model.id)
+    return connection.execute(statement, values).scalar_one_or_none()
+
+
+@cache
+def _insert_ignore_statement(dialect: str, model: type[Base]) -> Insert:
+    """Built once per table: building it costs more than running it (SQLAlchemy caches the SQL)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(model).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
 def _greatest(session: Session, *values: Any) -> Any:
@@ -45,46 +54,70 @@ def new_broadcast_id() -> str:
 # --- intake -----------------------------------------------------------------
 
 
-def store_callback(
-    session: Session,
-    *,
-    provider: str,
-    event_type: str,
-    dedupe_key: str,
-    body: str,
-    fragment: FragmentInfo | None,
-    now: float,
-) -> int | None:
-    """Store a raw callback and its fragment in one go; None if it was a duplicate."""
-    event_id = _insert_ignore(
-        session,
-        Event,
-        {"provider": provider, "event_type": event_type, "dedupe_key": dedupe_key, "body": body, "received_at": now},
-    )
-    if event_id is None:
-        return None
-    if fragment is not None:
-        _insert_ignore(
-            session,
-            Fragment,
+@dataclass(frozen=True)
+class NewCallback:
+    """A verified callback to store: the event as received and the fragment it reports, if any."""
+
+    provider: str
+    event_type: str
+    dedupe_key: str
+    body: str
+    fragment: FragmentInfo | None
+    received_at: float
+
+
+def store_callbacks(session: Session, callbacks: Sequence[NewCallback]) -> list[int | None]:
+    """Store raw callbacks and their fragments, one statement per table for all of them.
+
+    Each callback's new event id, or None if it was stored before (or earlier in ``callbacks``).
+    """
+    connection = session.connection()  # Core, not the ORM: this is every callback's hot path
+    dialect = connection.dialect.name
+    new_events = connection.execute(
+        _insert_ignore_statement(dialect, Event).returning(Event.dedupe_key, Event.id),
+        [
             {
-                "source_key": fragment.source_key,
-                "event_id": event_id,
-                "app": fragment.app,
-                "appname": fragment.appname,
-                "stream_id": fragment.stream_id,
-                "format": fragment.format.value,
-                "start": fragment.start,
-                "end": fragment.end,
-                "duration": fragment.duration,
-                "file_size": fragment.file_size,
-                "url": fragment.url,
-                "session_id": fragment.session_id,
-                "timed": fragment.timed,
-                "received_at": now,
-            },
-        )
-    return event_id
+                "provider": c.provider,
+                "event_type": c.event_type,
+                "dedupe_key": c.dedupe_key,
+                "body": c.body,
+                "received_at": c.received_at,
+            }
+            for c in callbacks
+        ],
+    )
+    event_ids: dict[str, int] = {key: event_id for key, event_id in new_events}
+    fragments = [
+        _fragment_row(c.fragment, event_ids[c.dedupe_key], c.received_at)
+        for c in callbacks
+        if c.fragment is not None and c.dedupe_key in event_ids
+    ]
+    if fragments:
+        connection.execute(_insert_ignore_statement(dialect, Fragment), fragments)
+    return [event_ids.pop(c.dedupe_key, None) for c in callbacks]  # pop: a repeat in the batch is a duplicate
+
+
+def store_callback(session: Session, callback: NewCallback) -> int | None:
+    return store_callbacks(session, [callback])[0]
+
+
+def _fragment_row(fragment: FragmentInfo, event_id: int, received_at: float) -> dict[str, Any]:
+    return {
+        "source_key": fragment.source_key,
+        "event_id": event_id,
+        "app": fragment.app,
+        "appname": fragment.appname,
+        "stream_id": fragment.stream_id,
+        "format": fragment.format.value,
+        "start": fragment.start,
+        "end": fragment.end,
+        "duration": fragment.duration,
+        "file_size": fragment.file_size,
+        "url": fragment.url,
+        "session_id": fragment.session_id,
+        "timed": fragment.timed,
+        "received_at": received_at,
+    }
 
 
 # --- grouping ---------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""The intake's hot path: group commit, SQLite's turn lock, batched publishing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from recorder.callbacks import Received
+from recorder.callbacks.tencent import parse_tencent
+from recorder.config import Settings
+from recorder.queue import EVENTS_QUEUE, HANDLE_EVENT, Publisher
+from recorder.store import repository
+from recorder.store.db import make_engine, make_sessions, migrate, transaction
+from recorder.store.intake import CallbackWriter
+from recorder.store.models import Event, Fragment
+from tests.factories import fragment_body
+
+
+def received(file_id: str) -> Received:
+    body = fragment_body("s", file_id, 1_790_000_000)
+    raw = json.dumps(body)
+    return Received("tencent", "100", f"key-{file_id}", raw, parse_tencent(body))
+
+
+def counts(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as connection:
+        events = connection.execute(select(func.count()).select_from(Event)).scalar_one()
+        fragments = connection.execute(select(func.count()).select_from(Fragment)).scalar_one()
+    return events, fragments
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    engine = make_engine(database_url)
+    migrate(engine)
+    return engine
+
+
+def test_concurrent_callbacks_are_each_stored_once_and_answered_with_their_own_id(engine: Engine) -> None:
+    writer = CallbackWriter(make_sessions(engine))
+    commits = 0
+
+    @event.listens_for(engine, "commit")
+    def _count(_connection) -> None:  # type: ignore[no-untyped-def]
+        nonlocal commits
+        commits += 1
+
+    file_ids = [f"f{n % 60}" for n in range(120)]  # each callback twice
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = list(pool.map(lambda f: (f, writer.store(received(f), now=time.time())), file_ids))
+    stored = {f: event_id for f, event_id in outcomes if event_id is not None}
+    assert len(stored) == 60 and len(set(stored.values())) == 60  # one answer with an id per callback
+    assert sum(event_id is None for _, event_id in outcomes) == 60  # its repeat: a duplicate
+    assert counts(engine) == (60, 60)
+    assert commits < 120  # shared transactions, not one per request
+
+
+def test_a_repeat_within_one_batch_is_a_duplicate(engine: Engine) -> None:
+    a, b = (repository.NewCallback("tencent", "100", f"k{n}", "{}", None, 1.0) for n in range(2))
+    with transaction(make_sessions(engine)) as session:
+        first, repeat, other = repository.store_callbacks(session, [a, a, b])
+    assert first is not None and other is not None and repeat is None
+    with transaction(make_sessions(engine)) as session:
+        assert repository.store_callbacks(session, [b, a]) == [None, None]
+
+
+def test_a_callback_the_database_refuses_fails_alone(engine: Engine) -> None:
+    writer = CallbackWriter(make_sessions(engine))
+    good = [received("g1"), received("g2")]
+    bad = Received("tencent", None, "key-bad", "{}", None)  # type: ignore[arg-type]  # NOT NULL event_type
+    outcomes: list[Future[int | None]] = [Future() for _ in range(3)]
+    writer._commit([(good[0], 1.0, outcomes[0]), (bad, 1.0, outcomes[1]), (good[1], 1.0, outcomes[2])])
+    assert outcomes[0].result() is not None and outcomes[2].result() is not None
+    with pytest.raises(IntegrityError):
+        outcomes[1].result()
+    assert counts(engine) == (2, 2)
+
+
+def _write_many(url: str, name: str, count: int, errors: list[str]) -> None:
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _no_waiting(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.execute("PRAGMA busy_timeout=0")  # SQLite alone would now fail at once on contention
+
+    sessions = make_sessions(engine)
+    for n in range(count):
+        try:
+            with transaction(sessions) as session:
+                session.execute(text("INSERT INTO turns (who) VALUES (:who)"), {"who": f"{name}-{n}"})
+                session.execute(text("SELECT COUNT(*) FROM turns")).scalar_one()
+        except Exception as error:
+            errors.append(f"{name}: {error}")
+
+
+def _process_writes(url: str, name: str, count: int, failures: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    errors: list[str] = []
+    threads = [threading.Thread(target=_write_many, args=(url, f"{name}.{t}", count, errors)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failures.put(errors)
+
+
+def test_sqlite_writers_take_turns_across_threads_and_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    with make_engine(url).begin() as connection:
+        connection.execute(text("CREATE TABLE turns (id INTEGER PRIMARY KEY, who TEXT)"))
+    fork = multiprocessing.get_context("fork")
+    failures = fork.Queue()
+    processes = [fork.Process(target=_process_writes, args=(url, f"p{p}", 40, failures)) for p in range(3)]
+    for process in processes:
+        process.start()
+    errors = [error for _ in processes for error in failures.get(timeout=60)]
+    for process in processes:
+        process.join(timeout=10)
+    assert errors == []
+    with make_engine(url).connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM turns")).scalar_one() == 3 * 4 * 40
+
+
+def test_events_published_together_travel_as_one_message(redis_url: str) -> None:
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete(EVENTS_QUEUE)
+    publisher = Publisher(Settings(broker_url=redis_url), linger=0.2)
+    for event_id in (7, 8, 9):
+        publisher.handle_later(event_id)
+    deadline = time.monotonic() + 5
+    while broker.llen(EVENTS_QUEUE) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing else follows
+    messages = [json.loads(m) for m in broker.lrange(EVENTS_QUEUE, 0, -1)]
+    assert len(messages) == 1
+    assert messages[0]["headers"]["task"] == HANDLE_EVENT
+    args, _kwargs, _embed = json.loads(base64.b64decode(messages[0]["body"]))
+    assert args == [7, 8, 9]
+    broker.delete(EVENTS_QUEUE)
