@@ -29,6 +29,9 @@ class _NoBroker:
     def send(self, task: str, *args: object) -> bool:
         return True
 
+    def handle_later(self, event_id: int) -> None:
+        pass
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)

@@ -104,7 +104,7 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, queues: str) -> Non
     os.makedirs(work_dir, exist_ok=True)
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--queues={queues}"]
     if beat:
-        argv += ["--beat", f"--schedule={work_dir / 'celerybeat-schedule'}"]
+        argv.append("--sweep")  # from the worker's own timer: no beat process
     app.worker_main(argv + list(ctx.args))
 
 

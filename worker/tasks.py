@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 from functools import cache
 
 from celery import group
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from recorder import pipeline
 from recorder.config import Settings
@@ -19,6 +21,20 @@ log = logging.getLogger(__name__)
 @cache
 def context() -> pipeline.Context:
     return pipeline.Context.build(Settings())
+
+
+@worker_init.connect
+def _build_before_forking(**_: object) -> None:
+    """Build the context in the main process, so the pool processes it forks share its pages
+    (~1,000 modules, the S3 client's service model, the migration) instead of each building
+    its own: ~45 MB less per pool process."""
+    try:
+        context().engine.dispose()  # no connection crosses the fork: each process opens its own
+    except Exception as error:  # e.g. the database not up yet: each pool process builds it later
+        context.cache_clear()
+        log.warning("context not built before forking the pool (%s); each process builds its own", error)
+        return
+    gc.freeze()  # what exists now stays shared: the collector no longer writes to those pages
 
 
 @worker_process_init.connect
@@ -36,7 +52,28 @@ def handle_event(*event_ids: int) -> int:
             handled += pipeline.handle_event(context(), event_id)
         except Exception:
             log.exception("event %s not handled (the sweep sends it again)", event_id)
+    if handled:
+        _sweep_when_settled(context().settings.settle_seconds)
     return handled
+
+
+SHORT_SETTLE = 60.0  # longer settles wait for the periodic sweep: its tick is small beside them
+_sweep_due = 0.0  # when the last sweep this process scheduled will run (monotonic)
+
+
+def _sweep_when_settled(settle: float) -> None:
+    """Schedule a sweep for when what was just grouped has been quiet for ``settle`` seconds,
+    so a short settle is not stretched by up to one sweep tick. Coalesced to 4 a second."""
+    global _sweep_due
+    due = time.monotonic() + settle
+    if settle > SHORT_SETTLE or due - _sweep_due < 0.25:
+        return
+    try:
+        sweep.apply_async(countdown=settle + 0.05, retry=False)
+    except Exception as error:  # the periodic sweep is still there
+        log.warning("could not schedule a sweep: %s", error)
+        return
+    _sweep_due = due
 
 
 @app.task(name=STITCH)
