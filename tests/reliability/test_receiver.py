@@ -248,13 +248,13 @@ def test_sqlite_unavailable_is_503_then_one_fragment_on_replay(
     client: FlaskClient, app: Flask, settings: Settings, count: Counts
 ) -> None:
     svc = services_of(app)
-    working = svc.sessions
-    svc.sessions = make_sessions(create_engine(f"sqlite:///{settings.work_dir}/../recorder.db/x.db"))  # under a file
+    working = svc.callbacks.sessions
+    svc.callbacks.sessions = make_sessions(create_engine(f"sqlite:///{settings.work_dir}/../recorder.db/x.db"))
     ledger = Ledger(count, working, svc.store, lambda path, raw, headers: _flask_send(client, path, raw, headers))
     body = fragment_body("sqlite_down", "sqlite_down-0", START)
     count("faults")
     ledger.post(body, expect=503, reason="cannot store the callback", bad=False)
-    svc.sessions = working
+    svc.callbacks.sessions = working
     ledger.post(body)
     assert counts(app) == (1, 1)
     ledger.audit(outcome=None)
