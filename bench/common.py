@@ -1,4 +1,4 @@
-"""What every bench shares: result rows, timing, the table, and the command line."""
+"""What every bench shares: result rows, timing, the table, the command line, and ffmpeg commands."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
+FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 
 
 @dataclass
@@ -187,3 +188,32 @@ def step(what: str) -> Iterator[None]:
     print(f"[{what} ...]", file=sys.stderr, flush=True)
     yield
     print(f"[{what}: {time.monotonic() - began:.1f} s]", file=sys.stderr, flush=True)
+
+
+# --- ffmpeg -----------------------------------------------------------------------
+
+
+def concat_copy(paths: Sequence[Path], out: Path, *, muxer: str | None = None) -> list[str]:
+    """The hand-written join: write the concat listing beside ``out`` (its name with .txt) and return
+    the ffmpeg command that stream-copies ``paths`` into ``out`` with +faststart.
+
+    ``muxer`` names the output format, for an ``out`` whose suffix does not say it.
+    """
+    listing = out.with_suffix(".txt")
+    listing.write_text("".join(f"file '{path}'\n" for path in paths))
+    output = ["-f", muxer] if muxer else []
+    return [
+        *FFMPEG,
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(listing),
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        *output,
+        str(out),
+    ]

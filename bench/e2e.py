@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 from bench import media
-from bench.common import CACHE, Row, logs_dir, main, median, step
+from bench.common import CACHE, Row, concat_copy, logs_dir, main, median, step
 from bench.services import (
     BUCKET,
     Database,
@@ -38,7 +38,6 @@ from bench.services import (
     workers,
 )
 
-FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 SETTLE = 1.0
 
 
@@ -56,13 +55,8 @@ def hand_pipeline(urls: list[str], s3, work: Path, key: str) -> None:  # type: i
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         paths = list(pool.map(download, urls))
-    listing = work / "list.txt"
-    listing.write_text("".join(f"file '{path}'\n" for path in paths))
     out = work / "out.mp4"
-    subprocess.run(
-        [*FFMPEG, "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", "-movflags", "+faststart", str(out)],
-        check=True,
-    )
+    subprocess.run(concat_copy(paths, out), check=True)
     s3.upload_file(str(out), BUCKET, key)
     shutil.rmtree(work)
 

@@ -12,10 +12,29 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench.common import CACHE, run
+from bench.common import CACHE, FFMPEG, concat_copy, run
 
 SIZE = "1280x720"
-FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def _x264(bitrate: str, bufsize: str) -> list[str]:
+    """H.264 High, veryfast, a 2 s GOP, capped at ``bitrate``."""
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "high",
+        "-g",
+        "50",
+        "-b:v",
+        bitrate,
+        "-maxrate",
+        bitrate,
+        "-bufsize",
+        bufsize,
+    ]
 
 
 def _made(path: Path, make) -> Path:  # type: ignore[no-untyped-def]
@@ -47,22 +66,9 @@ def clip(seconds: int, size: str = SIZE, bitrate: str = "2500k") -> Path:
                 "lavfi",
                 "-i",
                 f"sine=frequency=440:sample_rate=44100:duration={seconds}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-profile:v",
-                "high",
+                *_x264(bitrate, "5000k"),
                 "-pix_fmt",
                 "yuv420p",
-                "-g",
-                "50",
-                "-b:v",
-                bitrate,
-                "-maxrate",
-                bitrate,
-                "-bufsize",
-                "5000k",
                 "-c:a",
                 "aac",
                 "-b:a",
@@ -150,20 +156,7 @@ def odd_fragment(seconds: int, size: str = "960x540") -> Path:
                 str(source),
                 "-vf",
                 f"scale={width}:{height}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-profile:v",
-                "high",
-                "-g",
-                "50",
-                "-b:v",
-                "1800k",
-                "-maxrate",
-                "1800k",
-                "-bufsize",
-                "3600k",
+                *_x264("1800k", "3600k"),
                 "-c:a",
                 "copy",
                 "-movflags",
@@ -182,29 +175,10 @@ def long_fragment(copies: int, seconds: int = 60) -> Path:
     source = clip(seconds)
 
     def make(tmp: Path) -> None:
-        listing = tmp.with_suffix(".txt")
-        listing.write_text("".join(f"file '{source}'\n" for _ in range(copies)))
         try:
-            run(
-                [
-                    *FFMPEG,
-                    "-f",
-                    "concat",
-                    "-safe",
-                    "0",
-                    "-i",
-                    str(listing),
-                    "-c",
-                    "copy",
-                    "-movflags",
-                    "+faststart",
-                    "-f",
-                    "mp4",
-                    str(tmp),
-                ]
-            )
+            run(concat_copy([source] * copies, tmp, muxer="mp4"))
         finally:
-            listing.unlink(missing_ok=True)
+            tmp.with_suffix(".txt").unlink(missing_ok=True)  # the listing concat_copy wrote
 
     return _made(CACHE / f"long-{copies}x{seconds}s.mp4", make)
 

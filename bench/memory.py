@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from bench import media
-from bench.common import CACHE, Row, logs_dir, main, step
+from bench.common import CACHE, Row, concat_copy, logs_dir, main, step
 from bench.services import (
     BUCKET,
     Database,
@@ -90,11 +90,8 @@ class TreeSampler:
 
 def hand_peak_rss(files: list[Path], work: Path) -> int:
     """Peak RSS of the hand-written ffmpeg stream copy over the same files, from the kernel."""
-    listing = work / "hand.txt"
-    listing.write_text("".join(f"file '{f}'\n" for f in files))
     out = work / "hand.mp4"
-    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
-    proc = subprocess.Popen([*cmd, "-c", "copy", "-movflags", "+faststart", str(out)], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(concat_copy(files, out), stdin=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     out.unlink(missing_ok=True)

@@ -14,12 +14,11 @@ import subprocess
 import time
 
 from bench import media
-from bench.common import CACHE, Row, interleaved, main, median, step, timed
+from bench.common import CACHE, FFMPEG, Row, concat_copy, interleaved, main, median, step, timed
 from recorder import stitch
 from recorder.config import Settings
 from recorder.stitch import _join
 
-FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 ODD = 2
 
 
@@ -77,25 +76,8 @@ def body(args: argparse.Namespace) -> list[Row]:
         fixed = work / "odd-720p.mp4"
         encode = [*FFMPEG, "-i", str(files[ODD]), "-vf", "scale=1280:720", "-c:v", "libx264", "-preset", "veryfast"]
         hand_encodes.append(timed(lambda: subprocess.run([*encode, "-c:a", "copy", str(fixed)], check=True)))
-        listing = work / "hand.txt"
-        listing.write_text("".join(f"file '{fixed if i == ODD else f}'\n" for i, f in enumerate(files)))
-        subprocess.run(
-            [
-                *FFMPEG,
-                "-f",
-                "concat",
-                "-safe",
-                "0",
-                "-i",
-                str(listing),
-                "-c",
-                "copy",
-                "-movflags",
-                "+faststart",
-                str(work / "hand.mp4"),
-            ],
-            check=True,
-        )
+        joined = [fixed if i == ODD else f for i, f in enumerate(files)]
+        subprocess.run(concat_copy(joined, work / "hand.mp4"), check=True)
 
     def whole() -> None:
         cmd = [*FFMPEG]

@@ -15,12 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import media
-from bench.common import CACHE, Row, interleaved, main, median, step, timed
+from bench.common import CACHE, FFMPEG, Row, concat_copy, interleaved, main, median, step, timed
 from recorder import stitch
 from recorder.config import Settings
 
 FORMATS = ("mp4", "flv", "hls", "aac")
-FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 
 
 def hand_command(fmt: str, paths: list[Path], work: Path) -> tuple[list[str], Path]:
@@ -32,12 +31,9 @@ def hand_command(fmt: str, paths: list[Path], work: Path) -> tuple[list[str], Pa
     out = work / ("hand.m4a" if fmt == "aac" else "hand.mp4")
     if fmt == "hls":
         segments = [str(ts) for path in paths for ts in sorted(path.parent.glob("*.ts"))]
-        source = ["-i", "concat:" + "|".join(segments)]
-    else:
-        listing = work / "hand.txt"
-        listing.write_text("".join(f"file '{path}'\n" for path in paths))
-        source = ["-f", "concat", "-safe", "0", "-i", str(listing)]
-    return [*FFMPEG, *source, "-c", "copy", "-movflags", "+faststart", str(out)], out
+        source = "concat:" + "|".join(segments)
+        return [*FFMPEG, "-i", source, "-c", "copy", "-movflags", "+faststart", str(out)], out
+    return concat_copy(paths, out), out
 
 
 def duration_of(path: Path) -> float:
