@@ -1,18 +1,15 @@
-"""The intake's hot path: group commit, SQLite's turn lock, batched publishing."""
+"""The intake's hot path: group commit and batched publishing."""
 
 from __future__ import annotations
 
 import base64
 import json
-import multiprocessing
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from recorder.callbacks import Received
@@ -84,50 +81,6 @@ def test_a_callback_the_database_refuses_fails_alone(engine: Engine) -> None:
     with pytest.raises(IntegrityError):
         outcomes[1].result()
     assert counts(engine) == (2, 2)
-
-
-def _write_many(url: str, name: str, count: int, errors: list[str]) -> None:
-    engine = make_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _no_waiting(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        dbapi_connection.execute("PRAGMA busy_timeout=0")  # SQLite alone would now fail at once on contention
-
-    sessions = make_sessions(engine)
-    for n in range(count):
-        try:
-            with transaction(sessions) as session:
-                session.execute(text("INSERT INTO turns (who) VALUES (:who)"), {"who": f"{name}-{n}"})
-                session.execute(text("SELECT COUNT(*) FROM turns")).scalar_one()
-        except Exception as error:
-            errors.append(f"{name}: {error}")
-
-
-def _process_writes(url: str, name: str, count: int, failures: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    errors: list[str] = []
-    threads = [threading.Thread(target=_write_many, args=(url, f"{name}.{t}", count, errors)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failures.put(errors)
-
-
-def test_sqlite_writers_take_turns_across_threads_and_processes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'turns.db'}"
-    with make_engine(url).begin() as connection:
-        connection.execute(text("CREATE TABLE turns (id INTEGER PRIMARY KEY, who TEXT)"))
-    fork = multiprocessing.get_context("fork")
-    failures = fork.Queue()
-    processes = [fork.Process(target=_process_writes, args=(url, f"p{p}", 40, failures)) for p in range(3)]
-    for process in processes:
-        process.start()
-    errors = [error for _ in processes for error in failures.get(timeout=60)]
-    for process in processes:
-        process.join(timeout=10)
-    assert errors == []
-    with make_engine(url).connect() as connection:
-        assert connection.execute(text("SELECT COUNT(*) FROM turns")).scalar_one() == 3 * 4 * 40
 
 
 def test_events_published_together_travel_as_one_message(redis_url: str) -> None:
