@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -465,17 +468,27 @@ def follow(out: Out, job: JSON) -> JSON:
         console=out.notes,
         disable=out.json,
     )
+    with bar, ctrl_c() as stopped:
+        task = bar.add_task(f"job {job['id']}", **bar_fields(job))
+        while job["status"] not in FINAL and not stopped.wait(POLL_SECONDS):
+            job = out.client.job(job["id"])
+            bar.update(task, **bar_fields(job))
+    if job["status"] in FINAL:
+        return job
+    out.note(f"Stopped waiting; job {job['id']} goes on. Follow it with: recorder jobs show {job['id']} --wait")
+    raise click.exceptions.Exit(130)
+
+
+@contextmanager
+def ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event instead of raising KeyboardInterrupt wherever the program happens to
+    be (inside a lock held by the progress bar or the database pool, which would stay held)."""
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
     try:
-        with bar:
-            task = bar.add_task(f"job {job['id']}", **bar_fields(job))
-            while job["status"] not in FINAL:
-                time.sleep(POLL_SECONDS)
-                job = out.client.job(job["id"])
-                bar.update(task, **bar_fields(job))
-            return job
-    except KeyboardInterrupt:
-        out.note(f"Stopped waiting; job {job['id']} goes on. Follow it with: recorder jobs show {job['id']} --wait")
-        raise click.exceptions.Exit(130) from None
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- operator commands ------------------------------------------------------------

@@ -63,15 +63,21 @@ class TurnLock:
 
     def acquire(self) -> None:
         self._threads.acquire()
-        self._depth += 1
-        if self._depth == 1:
-            fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+        try:
+            if self._depth == 0:
+                fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+            self._depth += 1
+        except BaseException:  # interrupted while waiting: this thread holds nothing
+            self._threads.release()
+            raise
 
     def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            fcntl.flock(self._lock_file(), fcntl.LOCK_UN)
-        self._threads.release()
+        try:
+            self._depth -= 1
+            if self._depth == 0:
+                fcntl.flock(self._lock_file(), fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
     def _lock_file(self) -> IO[bytes]:
         if self._file is None or self._file[0] != os.getpid():
