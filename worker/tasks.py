@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import resource
 import time
 from functools import cache
-from typing import Any
 
 from celery import group
 from celery.signals import worker_init, worker_process_init
@@ -26,7 +24,7 @@ def context() -> pipeline.Context:
 
 
 @worker_init.connect
-def _build_before_forking(sender: Any, **_: object) -> None:
+def _build_before_forking(**_: object) -> None:
     """Build the context in the main process, so the pool processes it forks share its pages
     (~1,000 modules, the S3 client's service model, the migration) instead of each building
     its own: ~45 MB less per pool process."""
@@ -37,19 +35,6 @@ def _build_before_forking(sender: Any, **_: object) -> None:
         log.warning("context not built before forking the pool (%s); each process builds its own", error)
         return
     gc.freeze()  # what exists now stays shared: the collector no longer writes to those pages
-    # A pool process whose resident memory grew past its parent's by more than this (a stitch's
-    # downloads, uploads and copied pages) is replaced by a fresh fork once its task ends, so
-    # the pool processes that wait between stitches stay small.
-    if not sender.max_memory_per_child:
-        sender.max_memory_per_child = _rss_kib() + GROWTH_PER_CHILD_KIB
-
-
-GROWTH_PER_CHILD_KIB = 4 * 1024
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * (resource.getpagesize() // 1024)
 
 
 @worker_process_init.connect
