@@ -1,7 +1,7 @@
-"""Memory: peak memory of the worker's whole process tree (Celery's main process, its beat and
-pool processes, and the ffmpeg/ffprobe they start) while it archives a 1 GB and a 2 GB broadcast
-(4 long MP4 fragments each, built by stream-copying the clip) from loopback HTTP into moto's S3,
-one after the other on the same worker, after a warm-up broadcast.
+"""Memory: peak memory of the worker's whole process tree (Celery's main process, which also
+schedules the sweep, its pool processes, and the ffmpeg/ffprobe they start) while it archives
+a 1 GB and a 2 GB broadcast (4 long MP4 fragments each, built by stream-copying the clip) from
+loopback HTTP into moto's S3, one after the other on the same worker, after a warm-up broadcast.
 
 Sampled from /proc every 20 ms with psutil. The figure is the tree's PSS (proportional set
 size: a page shared by N processes counts 1/N in each, so the forked pool processes' shared
