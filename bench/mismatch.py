@@ -15,7 +15,7 @@ import time
 
 from bench import media
 from bench.common import CACHE, FFMPEG, Row, concat_copy, interleaved, main, median, step, timed
-from recorder import stitch
+from recorder import pipeline, stitch
 from recorder.config import Settings
 from recorder.stitch import _join
 
@@ -59,13 +59,7 @@ def body(args: argparse.Namespace) -> list[Row]:
     def ours() -> None:
         with EncodeTimer() as timer:
             result = stitch.stitch(inputs, work / "ours.mp4")
-        stitch.verify(
-            result,
-            stitch.expected_duration(inputs),
-            tolerance=settings.duration_tolerance,
-            ratio=settings.duration_tolerance_ratio,
-            max_drift=settings.max_join_drift,
-        )
+        pipeline.verify_stitched(settings, result, inputs)
         if result.mode != "mixed":
             raise RuntimeError(f"expected one re-encoded join, got mode {result.mode}")
         encodes.append(timer.seconds)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import media
 from bench.common import CACHE, FFMPEG, Row, concat_copy, interleaved, main, median, step, timed
-from recorder import stitch
+from recorder import pipeline, stitch
 from recorder.config import Settings
 
 FORMATS = ("mp4", "flv", "hls", "aac")
@@ -60,13 +60,7 @@ def bench_format(fmt: str, *, seconds: int, rounds: int, work: Path) -> list[Row
 
     def ours() -> None:
         result = stitch.stitch(inputs, output)
-        stitch.verify(
-            result,
-            stitch.expected_duration(inputs),
-            tolerance=settings.duration_tolerance,
-            ratio=settings.duration_tolerance_ratio,
-            max_drift=settings.max_join_drift,
-        )
+        pipeline.verify_stitched(settings, result, inputs)
         results.append(result)
 
     def ours_probing() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from recorder import archive, fetch, jobs, stitch
 from recorder.callbacks import parse_stored
+from recorder.config import Settings
 from recorder.errors import FetchError, RecorderError, StitchError, StorageError
 from recorder.events import by_preference
 from recorder.grouping import Placement, gaps, timeline
@@ -275,6 +276,17 @@ def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> li
     ]
 
 
+def verify_stitched(settings: Settings, result: stitch.StitchResult, inputs: list[stitch.StitchInput]) -> None:
+    """The gate before archiving: ``stitch.verify`` with the tolerances the settings give."""
+    stitch.verify(
+        result,
+        stitch.expected_duration(inputs),
+        tolerance=settings.duration_tolerance,
+        ratio=settings.duration_tolerance_ratio,
+        max_drift=settings.max_join_drift,
+    )
+
+
 CONTENT_TYPES = {
     "mp4": "video/mp4",
     "m4a": "audio/mp4",
@@ -326,13 +338,7 @@ def _archive_format(
     )
     verification = "verified"
     try:
-        stitch.verify(
-            result,
-            stitch.expected_duration(inputs),
-            tolerance=settings.duration_tolerance,
-            ratio=settings.duration_tolerance_ratio,
-            max_drift=settings.max_join_drift,
-        )
+        verify_stitched(settings, result, inputs)
     except stitch.VerificationError as error:
         if not settings.publish_suspect:
             raise
