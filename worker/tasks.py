@@ -14,6 +14,7 @@ from recorder import pipeline
 from recorder.config import Settings
 from recorder.queue import HANDLE_EVENT, RUN_JOB, STITCH, SWEEP
 from worker.celery_app import app
+from worker.memory import hand_back_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def _build_before_forking(**_: object) -> None:
     """Build the context in the main process, so the pool processes it forks share its pages
     (~1,000 modules, the S3 client's service model, the migration) instead of each building
     its own: ~45 MB less per pool process."""
+    hand_back_freed_memory()
     try:
         context().engine.dispose()  # no connection crosses the fork: each process opens its own
     except Exception as error:  # e.g. the database not up yet: each pool process builds it later
