@@ -7,6 +7,7 @@ strings are accepted; anything truly malformed raises ``MalformedCallback``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -80,9 +81,12 @@ class RecordSignal:
 Event = FragmentInfo | PushSignal | RecordSignal | None
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # control characters, lone surrogates
+
+
 def _text(value: str) -> str:
     """Text we store and show: no control characters, and valid Unicode (no lone surrogates)."""
-    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    if _UNPRINTABLE.search(value):
         raise ValueError("must be printable text (no control characters or lone surrogates)")
     return value
 
