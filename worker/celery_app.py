@@ -32,7 +32,7 @@ class SweepTimer(bootsteps.StartStopStep):
         self.timer_ref: Any = None
 
     def start(self, worker: Any) -> None:
-        seconds = Settings().sweep_seconds
+        seconds = worker.app.conf.beat_schedule["sweep"]["schedule"]  # the period beat would use
         self.timer_ref = worker.timer.call_repeatedly(seconds, self.publish, (worker.app, seconds))
 
     @staticmethod
