@@ -4,18 +4,24 @@ on SQLite and then on PostgreSQL. Each worker is a ``recorder worker --concurren
 Redis, the media server and the archive directory.
 
 Throughput counts from the moment the broadcasts start stitching (the sweep settles all eight
-at once) to the last one archived, so the settle wait does not dilute it. The archive goes to a
+at once) to the last one archived, so the settle wait does not dilute it. Over the same window,
+the workers' CPU time (their process trees, ffmpeg and ffprobe included) over the wall time says
+how many cores they kept busy: a worker that keeps c cores busy alone leaves two workers on two
+cores at most ~2/c times its throughput. The archive goes to a
 local directory: an S3 server on the same two cores would compete with the workers it serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+
+import psutil
 
 from bench import media
 from bench.common import CACHE, Row, logs_dir, main, step
@@ -33,24 +39,42 @@ from bench.services import (
 BROADCASTS = 8
 
 
-def run_batch(db: Database, base: str, base_media: str, files: list[Path], seconds: int, count: int) -> float:
-    """Send ``count`` broadcasts; seconds from the first seen stitching to the last archived."""
+def run_batch(
+    db: Database, base: str, base_media: str, files: list[Path], seconds: int, count: int, pids: list[int]
+) -> tuple[float, float]:
+    """Send ``count`` broadcasts to the workers ``pids``: seconds from the first seen stitching to
+    the last archived, and the cores the workers' process trees kept busy meanwhile."""
     names = [f.name for f in files]
     stream_ids = [f"scale_{uuid.uuid4().hex[:8]}" for _ in range(count)]
     for stream_id in stream_ids:
         send_broadcast(base, base_media, stream_id, files, seconds, names=names)
-    first = None
+    first, cpu_at_first = None, 0.0
     deadline = time.monotonic() + 600
     while True:
         statuses = db.statuses(stream_ids)
         now = time.monotonic()
         if first is None and any(s in ("stitching", "archived") for s in statuses.values()):
-            first = now
+            first, cpu_at_first = now, cpu_seconds(pids)
         if len(statuses) == count and all(s == "archived" for s in statuses.values()):
-            return now - (first or now)
+            took = max(now - (first or now), 1e-3)
+            return took, (cpu_seconds(pids) - cpu_at_first) / took
         if now > deadline:
             raise TimeoutError(f"not archived within 600 s: {statuses}")
         time.sleep(0.05)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by these workers' process trees, the ffmpeg and ffprobe runs they reaped included."""
+    total = 0.0
+    for pid in pids:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # an ffprobe that just ended: its parent has it now
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def body(args: argparse.Namespace) -> list[Row]:
@@ -70,11 +94,14 @@ def body(args: argparse.Namespace) -> list[Row]:
                 base = run.enter_context(serve(env, logs, workers=1))
                 db = Database(env["RECORDER_DATABASE_URL"])
                 run.callback(db.close)
-                took = {}
+                took, busy = {}, {}
                 for n in (1, 2):
-                    with workers(env, logs, count=n, concurrency=1), step(f"scale: {backend}, {n} worker(s)"):
-                        run_batch(db, base, base_media, files, seconds, 1)  # warm-up: imports, connections
-                        took[n] = run_batch(db, base, base_media, files, seconds, count)
+                    with (
+                        workers(env, logs, count=n, concurrency=1) as pids,
+                        step(f"scale: {backend}, {n} worker(s)"),
+                    ):
+                        run_batch(db, base, base_media, files, seconds, 1, pids)  # warm-up: imports, connections
+                        took[n], busy[n] = run_batch(db, base, base_media, files, seconds, count, pids)
                 one, two = count / took[1], count / took[2]
                 rows.append(
                     Row(
@@ -86,7 +113,9 @@ def body(args: argparse.Namespace) -> list[Row]:
                         target=1.6,
                         higher_is_better=True,
                         note=f"{count} broadcasts of 4 x {seconds} s:"
-                        f" {took[1]:.1f} s with 1 worker, {took[2]:.1f} s with 2",
+                        f" {took[1]:.1f} s with 1 worker, {took[2]:.1f} s with 2; cores kept busy by the workers:"
+                        f" {busy[1]:.2f} by 1, {busy[2]:.2f} by 2 (on {os.cpu_count()} cores, two workers can gain"
+                        f" about {os.cpu_count()}/{busy[1]:.2f} = {(os.cpu_count() or 1) / busy[1]:.2f}x)",
                     )
                 )
     return rows
