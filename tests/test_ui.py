@@ -378,7 +378,7 @@ def test_stitch_job_by_prefix_as_a_dry_run(client: FlaskClient, streams: dict[st
 def browser_page(server: str) -> Iterator[Page]:
     """Debian's chromium, headless, logged in through the form as an admin."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
+        pytest.fail(f"Debian's chromium is not at {CHROMIUM}: `make test` installs it (apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
