@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
+from queue import SimpleQueue
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Background:
@@ -22,3 +27,13 @@ class Background:
             if self._started_in != os.getpid():
                 threading.Thread(target=self.target, name=self.name, daemon=True).start()
                 self._started_in = os.getpid()
+
+
+def next_batch(queue: SimpleQueue[T], limit: int, *, linger: float = 0.0) -> list[T]:
+    """Wait for an item, give others ``linger`` seconds to pile up, then take up to ``limit`` of them."""
+    items = [queue.get()]
+    if linger:
+        time.sleep(linger)
+    while len(items) < limit and not queue.empty():
+        items.append(queue.get_nowait())
+    return items

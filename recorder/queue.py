@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery
 
-from recorder.background import Background
+from recorder.background import Background, next_batch
 from recorder.config import Settings
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,4 @@ class Publisher:
 
     def _send_events(self) -> None:
         while True:
-            ids = [self._events.get()]
-            time.sleep(self.linger)
-            while len(ids) < self.batch and not self._events.empty():
-                ids.append(self._events.get_nowait())
-            self.send(HANDLE_EVENT, *ids)
+            self.send(HANDLE_EVENT, *next_batch(self._events, self.batch, linger=self.linger))

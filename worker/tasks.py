@@ -25,11 +25,15 @@ def context() -> pipeline.Context:
 
 
 @worker_init.connect
+def _tune_the_heap(**_: object) -> None:
+    hand_back_freed_memory()  # in the main process, so the pool it forks inherits it
+
+
+@worker_init.connect
 def _build_before_forking(**_: object) -> None:
     """Build the context in the main process, so the pool processes it forks share its pages
     (~1,000 modules, the S3 client's service model, the migration) instead of each building
     its own: ~45 MB less per pool process."""
-    hand_back_freed_memory()
     try:
         context().engine.dispose()  # no connection crosses the fork: each process opens its own
     except Exception as error:  # e.g. the database not up yet: each pool process builds it later

@@ -13,7 +13,7 @@ from queue import SimpleQueue
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from recorder.background import Background
+from recorder.background import Background, next_batch
 from recorder.callbacks import Received
 from recorder.errors import StoreUnavailable
 from recorder.events import FragmentInfo
@@ -48,10 +48,7 @@ class CallbackWriter:
 
     def _write(self) -> None:
         while True:
-            pending = [self._queue.get()]
-            while len(pending) < self.batch and not self._queue.empty():
-                pending.append(self._queue.get_nowait())
-            self._commit(pending)
+            self._commit(next_batch(self._queue, self.batch))
 
     def _commit(self, pending: list[Pending]) -> None:
         try:
