@@ -29,6 +29,7 @@ from recorder.stitch import (
     stitch,
     verify,
 )
+from recorder.stitch._plan import verification_windows
 
 FORMAT_OF = {".mp4": "mp4", ".flv": "flv", ".m3u8": "hls", ".aac": "aac"}
 
@@ -122,6 +123,17 @@ def test_plan_for_audio_only() -> None:
 def test_plan_refuses_what_cannot_be_stitched(parts: list[StitchInput], reason: str) -> None:
     with pytest.raises(StitchError, match=reason):
         plan(parts)
+
+
+def test_verification_reads_around_each_join_and_decodes_from_it() -> None:
+    joins = [Join("a", 0.023, 60.0, "copy"), Join("b", 60.023, 60.0, "copy"), Join("c", 120.023, 0.5, "copy")]
+
+    windows = verification_windows(joins, 0.0)
+
+    assert windows.read == "%2.000,59.023%61.023,119.023%121.023"
+    # From each join's first frame on, not the frames before it, which the join does not touch.
+    assert windows.decode == "%1.000,60.024%61.023,120.024%121.023"
+    assert verification_windows(joins[:1], 10.0).decode == "%11.000"
 
 
 def test_output_extension() -> None:
@@ -540,11 +552,12 @@ def test_verify_rejects_a_wrong_duration(clips: dict[str, Path], tmp_path: Path)
         verify(result, 18.0)
 
 
-def test_verify_rejects_an_undecodable_join(clips: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("seconds", [0.2, 6.0, 6.2], ids=["near the start", "the join's keyframe", "after the join"])
+def test_verify_rejects_an_undecodable_join(clips: dict[str, Path], tmp_path: Path, seconds: float) -> None:
     result = stitch(inputs(clips["f0.mp4"], clips["f1.mp4"]), tmp_path / "out.mp4")
     positions = ffprobe(result.path, "-select_streams", "v", "-show_entries", "packet=pts_time,pos", "-of", "csv=p=0")
-    at = next(int(pos) for pts, pos in (line.split(",") for line in positions.split()) if float(pts) >= 6.2)
-    with result.path.open("r+b") as f:  # scribble over the frames just after the join
+    at = next(int(pos) for pts, pos in (line.split(",") for line in positions.split()) if float(pts) >= seconds)
+    with result.path.open("r+b") as f:  # scribble over frames that verification decodes
         f.seek(at)
         f.write(bytes(range(256)) * 40)
 

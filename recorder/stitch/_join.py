@@ -21,7 +21,7 @@ from recorder.stitch._plan import (
     output_extension,
     plan,
     span,
-    verification_intervals,
+    verification_windows,
 )
 from recorder.stitch._playlist import write_playlist
 from recorder.stitch._probe import ProbeFacts, inspect, probe_file, probe_header
@@ -227,9 +227,9 @@ def _concat(pieces: list[_Piece], output: Path, work: Path, deadline: Deadline) 
         reason = f"ffmpeg could not join {len(pieces)} fragments" + (f": {culprit} cannot be read" if culprit else "")
         raise failure(reason, cmd, done.stderr)
 
-    # The output's facts, and verify()'s decoding scan of it in the same ffprobe run. The scan's
-    # windows assume the output starts at 0, as -copyts makes it; if not, verify() reads again.
-    facts, inspection = inspect(output, muxer, deadline, intervals=verification_intervals(joins, 0.0))
+    # The output's facts, and verify()'s scan of it made alongside. The scan's windows assume
+    # the output starts at 0, as -copyts makes it; if not, verify() reads again.
+    facts, inspection = inspect(output, muxer, deadline, windows=verification_windows(joins, 0.0))
     if lost := [kind for kind in ("video", "audio") if getattr(pieces[0].facts, kind) and not getattr(facts, kind)]:
         raise StitchError(f"the output has no {' or '.join(lost)} although the fragments do", cmd=cmd)
     modes = {join.mode for join in joins}

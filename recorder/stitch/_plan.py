@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from recorder.errors import StitchError
 from recorder.stitch._ffmpeg import seconds
-from recorder.stitch._probe import Inspection, ProbeFacts
+from recorder.stitch._probe import Inspection, ProbeFacts, Windows
 
 FORMATS = ("mp4", "flv", "hls", "aac")  # as Tencent records them; hls is a local .m3u8, aac is ADTS
 _KEPT = {"mp4": "mp4", "flv": "flv", "hls": "mp4", "aac": "m4a"}  # container="keep"
@@ -124,7 +124,7 @@ def plan(inputs: list[StitchInput], *, reencode_all: bool = False) -> StitchPlan
 
 
 def output_extension(inputs: list[StitchInput], *, container: str = "auto", hls_playlist: bool = False) -> str:
-    """"auto": mp4 for video, m4a for audio only; "keep": the fragments' own container (HLS: mp4).
+    """ "auto": mp4 for video, m4a for audio only; "keep": the fragments' own container (HLS: mp4).
 
     With ``hls_playlist``, HLS fragments make one m3u8 playlist instead.
     """
@@ -143,12 +143,23 @@ def expected_duration(inputs: list[StitchInput]) -> float:
     return sum(end - start - item.trim_start for item in inputs for start, end in [span(item.probe)])
 
 
-def verification_intervals(joins: list[Join], start: float) -> str:
-    """ffprobe -read_intervals for verification: the first seconds, and WINDOW around each join.
+def verification_windows(joins: list[Join], start: float) -> Windows:
+    """Where verification looks: the packets of the first seconds and of WINDOW on each side of
+    every join; and it decodes WINDOW from the start and from each join.
 
-    ``start`` is the output's start time: the intervals are in its timestamps.
+    Decoding starts at the keyframe at or before each join (a fragment that does not start on
+    one is decoded across its join); the frames before a join are their own fragment's, which
+    the join does not touch. ``start`` is the output's start time: the windows are in its
+    timestamps.
     """
-    windows = _merged([(0.0, 2 * WINDOW)] + [(j.offset - WINDOW, j.offset + WINDOW) for j in joins[1:]])
+    read = _merged([(0.0, 2 * WINDOW)] + [(j.offset - WINDOW, j.offset + WINDOW) for j in joins[1:]])
+    # A join's first frame is at its offset: starting a hair after it keeps the seek from
+    # rounding to the keyframe before, which would decode a whole extra GOP.
+    decode = _merged([(0.0, WINDOW)] + [(j.offset + 0.001, j.offset + WINDOW) for j in joins[1:]])
+    return Windows(_intervals(read, start), _intervals(decode, start))
+
+
+def _intervals(windows: list[tuple[float, float]], start: float) -> str:
     # The first window reads from the start of the file, where ffprobe skips nothing.
     return ",".join(f"{f'{start + a:.3f}' if a else ''}%{start + b:.3f}" for a, b in windows)
 

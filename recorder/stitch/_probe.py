@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,6 +17,14 @@ _PACKET_FIELDS = "stream_index,pts_time,dts_time,duration_time,pos"
 # Decoding is only there to surface errors: frame threads use every core, and the deblocking
 # filter (pixels only, no syntax to parse) is skipped: ~35 % less time per verification.
 _DECODE = ["-threads", "0", "-skip_loop_filter", "all", "-count_frames"]
+
+
+class Windows(NamedTuple):
+    """Where a verifying scan looks, as ffprobe -read_intervals: the packets it reads, and the
+    stretches it decodes. Two ffprobe runs, side by side: one run decodes all it reads."""
+
+    read: str
+    decode: str
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,9 @@ class Scan(NamedTuple):
 
 
 class Inspection(NamedTuple):
-    """A decoding scan of ``intervals`` made when the file looked like ``stamp``: reusable while it still does."""
+    """A verifying scan of ``windows`` made when the file looked like ``stamp``: reusable while it still does."""
 
-    intervals: str
+    windows: Windows
     stamp: tuple[int, int, int]
     scan: Scan
 
@@ -99,23 +108,39 @@ def probe_header(path: Path, fmt: str | None, deadline: Deadline) -> ProbeFacts:
     return _probe(path, fmt, deadline)[0]
 
 
-def inspect(path: Path, fmt: str | None, deadline: Deadline, *, intervals: str) -> tuple[ProbeFacts, Inspection]:
-    """probe_header and a decoding ``scan`` of ``intervals`` in one ffprobe run (each run costs ~0.1 s to start)."""
+def inspect(path: Path, fmt: str | None, deadline: Deadline, *, windows: Windows) -> tuple[ProbeFacts, Inspection]:
+    """probe_header, and a scan of ``windows`` whose stderr has the errors of reading and of decoding.
+
+    The header and the packets come from one ffprobe run (each run costs ~0.1 s to start); the
+    decoding runs beside it in a second one.
+    """
     before = stamp(path)
-    facts, info, stderr = _probe(path, fmt, deadline, packets=True, intervals=intervals, decode=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        decoding = pool.submit(_decode, path, fmt, deadline, windows.decode)
+        facts, info, stderr = _probe(path, fmt, deadline, packets=True, intervals=windows.read)
+        errors = decoding.result()
     kinds = {int(s["index"]): s.get("codec_type", "") for s in info.get("streams", [])}
-    read = Scan(kinds, _packets(info), facts.duration, stderr)
-    return facts, Inspection(intervals, before, read)
+    read = Scan(kinds, _packets(info), facts.duration, stderr + errors)
+    return facts, Inspection(windows, before, read)
+
+
+def _decode(path: Path, fmt: str | None, deadline: Deadline, intervals: str) -> str:
+    """Decode ``intervals`` of the file: what the decoders complained about."""
+    cmd = ["ffprobe", "-v", "error", *input_args(fmt), *_DECODE, "-read_intervals", intervals]
+    # Counting frames is what makes ffprobe decode them; the count itself is not needed.
+    cmd += ["-show_entries", "stream=nb_read_frames", "-of", "csv", str(path.resolve())]
+    done = run(cmd, deadline, subject=path.name)
+    if done.returncode != 0:
+        raise failure(f"{path.name} cannot be decoded", cmd, done.stderr)
+    return done.stderr
 
 
 def _probe(
-    path: Path, fmt: str | None, deadline: Deadline, *, packets: bool = False, intervals: str = "", decode: bool = False
+    path: Path, fmt: str | None, deadline: Deadline, *, packets: bool = False, intervals: str = ""
 ) -> tuple[ProbeFacts, dict[str, Any], str]:
     """Header facts, ffprobe's JSON (with ``packets``: theirs too) and its stderr."""
     target = str(path.resolve())
     cmd = ["ffprobe", "-v", "error", *input_args(fmt)]
-    if decode:
-        cmd += _DECODE
     if intervals:
         cmd += ["-read_intervals", intervals]
     cmd += ["-of", "json", "-show_format", "-show_streams"]
@@ -146,13 +171,11 @@ def _header_facts(info: dict[str, Any], name: str, cmd: list[str]) -> ProbeFacts
     )
 
 
-def scan(path: Path, fmt: str | None, deadline: Deadline, *, intervals: str = "", decode: bool = False) -> Scan:
-    """Read the packets (of ``intervals``, ffprobe's -read_intervals, if given); ``decode`` them too."""
+def scan(path: Path, fmt: str | None, deadline: Deadline, *, intervals: str = "") -> Scan:
+    """Read the packets (of ``intervals``, ffprobe's -read_intervals, if given)."""
     cmd = ["ffprobe", "-v", "error", *input_args(fmt)]
     if intervals:
         cmd += ["-read_intervals", intervals]
-    if decode:
-        cmd += _DECODE  # decodes what it reads: errors land on stderr
     fields = f"format=duration:stream=index,codec_type:packet={_PACKET_FIELDS}"
     cmd += ["-show_entries", fields, "-of", "csv", str(path.resolve())]
     done = run(cmd, deadline, subject=path.name)

@@ -7,9 +7,9 @@ from collections import Counter
 from recorder.errors import StitchError
 from recorder.stitch._ffmpeg import Deadline, last_messages
 from recorder.stitch._join import OUTPUTS
-from recorder.stitch._plan import WINDOW, StitchResult, verification_intervals
+from recorder.stitch._plan import WINDOW, StitchResult, verification_windows
 from recorder.stitch._playlist import playlist_duration
-from recorder.stitch._probe import Scan, scan, stamp
+from recorder.stitch._probe import Scan, Windows, inspect, stamp
 
 
 class VerificationError(StitchError):
@@ -28,20 +28,21 @@ def verify(
     """VerificationError unless the output is what its fragments promise.
 
     (a) It lasts ``expected_duration`` within ``tolerance + ratio * expected_duration``. Then,
-    from one ffprobe pass over its first seconds and a window around each join: (b) each
-    stream's timestamps only go forward; (c) at each join the audio's timestamps keep pace with
-    its samples within ``max_drift`` (a gap or an overlap there is how far a player, which plays
-    samples back to back, puts the audio off its video); (d) those windows decode without
-    error. A playlist is checked for (a) only, from its own segment durations.
+    from the packets of its first seconds and of a window around each join: (b) each stream's
+    timestamps only go forward; (c) at each join the audio's timestamps keep pace with its
+    samples within ``max_drift`` (a gap or an overlap there is how far a player, which plays
+    samples back to back, puts the audio off its video); and (d) its first seconds and those
+    after each join decode without error. A playlist is checked for (a) only, from its own
+    segment durations.
     """
     playlist = result.path.suffix == ".m3u8"
     start = result.probe.start_time
-    intervals = verification_intervals(result.joins, start)
+    windows = verification_windows(result.joins, start)
     fmt = OUTPUTS.get(result.path.suffix[1:])
     try:
-        read = None if playlist else _made(result, intervals)
+        read = None if playlist else _made(result, windows)
         if read is None and not playlist:
-            read = scan(result.path, fmt, Deadline.after(timeout), intervals=intervals, decode=True)
+            read = inspect(result.path, fmt, Deadline.after(timeout), windows=windows)[1].scan
         duration = read.duration if read else playlist_duration(result.path)
     except StitchError as error:  # an output that cannot even be read
         raise VerificationError(error.reason, cmd=error.cmd, stderr=error.stderr) from error
@@ -58,10 +59,10 @@ def verify(
     _check_drift(read, result, max_drift)
 
 
-def _made(result: StitchResult, intervals: str) -> Scan | None:
-    """The scan stitch() made of these intervals, if the file has not changed since."""
+def _made(result: StitchResult, windows: Windows) -> Scan | None:
+    """The scan stitch() made of these windows, if the file has not changed since."""
     made = result.inspection
-    if made is None or made.intervals != intervals:
+    if made is None or made.windows != windows:
         return None
     try:
         return made.scan if stamp(result.path) == made.stamp else None
