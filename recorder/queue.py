@@ -84,7 +84,7 @@ class Publisher:
     def handle_later(self, event_id: int) -> None:
         """Hand a stored event to the background sender and return at once.
 
-        A publish costs ~0.5 ms of CPU, more than storing the callback; the sender waits
+        A publish costs ~1 ms of CPU, more than storing the callback; the sender waits
         ``linger`` seconds after an event arrives and publishes whatever has piled up by then
         as one message, so under load the cost per callback shrinks instead of growing. An
         event whose publish never happens (process killed, broker down) is still stored, and

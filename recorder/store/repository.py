@@ -31,15 +31,16 @@ STALE_LIVE_SECONDS = 6 * 3600
 def _insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> int | None:
     """INSERT ... ON CONFLICT DO NOTHING; the new primary key, or None if it existed."""
     connection = session.connection()
-    statement = _insert_ignore_statement(connection.dialect.name, model).returning(model.id)
+    statement = _insert_ignore_statement(connection.dialect.name, model, "id")
     return connection.execute(statement, values).scalar_one_or_none()
 
 
 @cache
-def _insert_ignore_statement(dialect: str, model: type[Base]) -> Insert:
-    """Built once per table: building it costs more than running it (SQLAlchemy caches the SQL)."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(model).on_conflict_do_nothing()  # type: ignore[no-any-return]
+def _insert_ignore_statement(dialect: str, model: type[Base], *returning: str) -> Insert:
+    """Built once per table and RETURNING list: building it costs more than running it (SQLAlchemy
+    caches the SQL, not the statement)."""
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(model).on_conflict_do_nothing()
+    return insert.returning(*(getattr(model, name) for name in returning)) if returning else insert  # type: ignore[no-any-return]
 
 
 def _greatest(session: Session, *values: Any) -> Any:
@@ -74,7 +75,7 @@ def store_callbacks(session: Session, callbacks: Sequence[NewCallback]) -> list[
     connection = session.connection()  # Core, not the ORM: this is every callback's hot path
     dialect = connection.dialect.name
     new_events = connection.execute(
-        _insert_ignore_statement(dialect, Event).returning(Event.dedupe_key, Event.id),
+        _insert_ignore_statement(dialect, Event, "dedupe_key", "id"),
         [
             {
                 "provider": c.provider,
