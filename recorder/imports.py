@@ -72,12 +72,16 @@ def _jsonl_rows(data: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _csv_rows(data: str, zone: timezone) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff")))
-    header = [h.strip() for h in reader.fieldnames or []]
-    if not header:
-        raise BadRequest("data: the CSV has no header row")
-    reader.fieldnames = header
-    rows = [(n, {k: (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader, 2)]
+    # newline="": a lone CR ends a row, as csv expects of the files it reads.
+    reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff"), newline=""))
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not header:
+            raise BadRequest("data: the CSV has no header row")
+        reader.fieldnames = header
+        rows = [(n, {k: (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader, 2)]
+    except csv.Error as error:  # e.g. a field over csv's size limit
+        raise BadRequest(f"line {reader.line_num + 1}: not valid CSV: {error}") from None  # the line it was reading
     if OWN_COLUMNS <= set(header):
         return rows
     return [(n, _vod_row(n, row, zone)) for n, row in rows]

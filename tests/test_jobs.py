@@ -29,6 +29,14 @@ def own_csv(media_url: str, media_dir: Path, streams: int = 5, per_stream: int =
     return "\n".join(lines)
 
 
+def test_csv_that_the_csv_module_refuses_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match=r"line 2: not valid CSV: field larger than field limit"):
+        parse_fragments("stream_id,video_url\nx," + "a" * 200_000 + "\n", "csv")
+    # A lone carriage return ends a row: not a server error, a row without its columns.
+    with pytest.raises(BadRequest, match="line 2: expected either the columns"):
+        parse_fragments("stream_id,note\ns1\r2,3\n", "csv")
+
+
 def test_own_csv_columns_with_unix_or_iso_times() -> None:
     data = (
         "stream_id,file_format,start_time,end_time,video_url,file_size\n"
