@@ -78,6 +78,11 @@ class Inspection(NamedTuple):
     scan: Scan
 
 
+def _ffprobe(fmt: str | None) -> list[str]:
+    """ffprobe, quiet but for errors, reading ``fmt``; its options and the file follow."""
+    return ["ffprobe", "-v", "error", *input_args(fmt)]
+
+
 def stamp(path: Path) -> tuple[int, int, int]:
     """Identity of a file's current contents: inode, size, modification time."""
     st = os.stat(path)
@@ -126,7 +131,7 @@ def inspect(path: Path, fmt: str | None, deadline: Deadline, *, windows: Windows
 
 def _decode(path: Path, fmt: str | None, deadline: Deadline, intervals: str) -> str:
     """Decode ``intervals`` of the file: what the decoders complained about."""
-    cmd = ["ffprobe", "-v", "error", *input_args(fmt), *_DECODE, "-read_intervals", intervals]
+    cmd = [*_ffprobe(fmt), *_DECODE, "-read_intervals", intervals]
     # Counting frames is what makes ffprobe decode them; the count itself is not needed.
     cmd += ["-show_entries", "stream=nb_read_frames", "-of", "csv", str(path.resolve())]
     done = run(cmd, deadline, subject=path.name)
@@ -140,7 +145,7 @@ def _probe(
 ) -> tuple[ProbeFacts, dict[str, Any], str]:
     """Header facts, ffprobe's JSON (with ``packets``: theirs too) and its stderr."""
     target = str(path.resolve())
-    cmd = ["ffprobe", "-v", "error", *input_args(fmt)]
+    cmd = _ffprobe(fmt)
     if intervals:
         cmd += ["-read_intervals", intervals]
     cmd += ["-of", "json", "-show_format", "-show_streams"]
@@ -173,7 +178,7 @@ def _header_facts(info: dict[str, Any], name: str, cmd: list[str]) -> ProbeFacts
 
 def scan(path: Path, fmt: str | None, deadline: Deadline, *, intervals: str = "") -> Scan:
     """Read the packets (of ``intervals``, ffprobe's -read_intervals, if given)."""
-    cmd = ["ffprobe", "-v", "error", *input_args(fmt)]
+    cmd = _ffprobe(fmt)
     if intervals:
         cmd += ["-read_intervals", intervals]
     fields = f"format=duration:stream=index,codec_type:packet={_PACKET_FIELDS}"
