@@ -98,14 +98,23 @@ def serve(host: str, port: int, workers: int) -> None:
     show_default=True,
     help="events: callbacks and sweeps (fast); media: downloads, ffmpeg, uploads (long)",
 )
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="seconds a task may run before its process is killed and the broadcast retried"
+    " [default: half the broker's visibility timeout, from RECORDER_FFMPEG_TIMEOUT and RECORDER_LEASE_SECONDS]",
+)
 @click.pass_context
-def worker(ctx: click.Context, beat: bool, concurrency: int, queues: str) -> None:
+def worker(ctx: click.Context, beat: bool, concurrency: int, queues: str, time_limit: float | None) -> None:
     """Run a Celery worker (extra options go to Celery), plus the sweep scheduler."""
     from worker.celery_app import app
 
     work_dir = Settings().work_dir
     os.makedirs(work_dir, exist_ok=True)
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--queues={queues}"]
+    if time_limit:
+        argv.append(f"--time-limit={time_limit}")
     if beat:
         argv.append("--sweep")  # from the worker's own timer: no beat process
     app.worker_main(argv + list(ctx.args))

@@ -27,11 +27,20 @@ EVENTS_QUEUE = "events"
 MEDIA_QUEUE = "media"
 
 
+def visibility_timeout(settings: Settings, *, time_limit: float = 0) -> int:
+    """Redis redelivers a message not acked within this many seconds, so it must exceed the
+    longest task: twice the time limit, with a margin."""
+    return int(max(2 * settings.ffmpeg_timeout, 2 * settings.lease_seconds, 2 * time_limit + 120, 3600)) + 600
+
+
+def default_time_limit(settings: Settings) -> int:
+    """The worker's hard time limit unless ``--time-limit`` gives one: well inside the visibility timeout."""
+    return visibility_timeout(settings) // 2 - 60
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Settings shared by the publisher and the worker."""
-    # Redis redelivers a message not acked within the visibility timeout, so it
-    # must exceed the longest task; tasks are killed well before that.
-    visibility = max(2 * settings.ffmpeg_timeout, 2 * settings.lease_seconds, 3600) + 600
+    """Settings shared by the publisher and the worker (the worker sets its time limit itself)."""
+    visibility = visibility_timeout(settings)
     return {
         "broker_url": settings.broker_url,
         "broker_connection_timeout": 2,
@@ -45,7 +54,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_time_limit": visibility // 2 - 60,
         "task_default_queue": EVENTS_QUEUE,
         "task_routes": {STITCH: {"queue": MEDIA_QUEUE}},
         "task_serializer": "json",

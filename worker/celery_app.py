@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from click import Option
 
 from recorder.config import Settings
-from recorder.queue import SWEEP, celery_config
+from recorder.queue import SWEEP, celery_config, default_time_limit, visibility_timeout
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,18 @@ class SweepTimer(bootsteps.StartStopStep):
             self.timer_ref = None
 
 
+def apply_time_limit(conf: Any, options: dict[str, Any], settings: Settings) -> None:
+    """The hard time limit: ``--time-limit`` if given, else one derived from the settings; the
+    visibility timeout grows to stay above it. Set when the worker starts, not in the shared
+    config: a ``task_time_limit`` there binds to every task and overrides the command line."""
+    limit = options.get("time_limit") or default_time_limit(settings)
+    conf.task_time_limit = limit
+    conf.broker_transport_options = {
+        **conf.broker_transport_options,
+        "visibility_timeout": visibility_timeout(settings, time_limit=limit),
+    }
+
+
 def make_celery(settings: Settings) -> Celery:
     celery = Celery("recorder", include=["worker.tasks"])
     celery.conf.update(celery_config(settings))
@@ -58,6 +70,12 @@ def make_celery(settings: Settings) -> Celery:
         Option(["--sweep"], is_flag=True, default=False, help="Publish the sweep every RECORDER_SWEEP_SECONDS.")
     )
     celery.steps["worker"].add(SweepTimer)
+
+    def on_worker_init(instance: Any, options: dict[str, Any], **_: Any) -> None:
+        if instance.app is celery:
+            apply_time_limit(celery.conf, options, settings)
+
+    signals.celeryd_init.connect(on_worker_init, weak=False)
     return celery
 
 

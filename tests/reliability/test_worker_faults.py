@@ -161,6 +161,25 @@ def test_a_stitch_that_kills_its_worker_every_time_fails_after_max_attempts(
     finish(cluster, ledger, outcome="failed", reason="stitching stopped 2 times without finishing")
 
 
+def test_the_time_limit_given_to_recorder_worker_stops_a_stitch_that_runs_too_long(
+    cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
+) -> None:
+    """``--time-limit`` on the command line is the limit (a task_time_limit in Celery's config
+    used to override it); a worker without one, restarted on the same machine, takes over."""
+    cluster.serve()
+    limited = cluster.worker("w1", "--time-limit=2", concurrency=1)
+    heavy_media.rate = 2_000_000  # ~22 MB of downloads: ~11 s
+    for body in bodies(heavy_media.url, heavy_media_dir, "time_limit", BIG):
+        ledger.post(body)
+    stopped = "Hard time limit (2.0s) exceeded for recorder.stitch"
+    wait_for(lambda: stopped in cluster.log_text() or 1 / 0, what="the time limit", timeout=30)
+    count("faults")
+    kill(limited)
+    heavy_media.rate = None
+    cluster.worker("w2", work_dir=str(cluster.work / "w1"))
+    finish(cluster, ledger)
+
+
 def test_a_redelivered_stitch_is_stopped_by_the_lease(
     cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
 ) -> None:
