@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -29,7 +30,9 @@ from recorder.stitch import (
     stitch,
     verify,
 )
+from recorder.stitch._ffmpeg import Deadline
 from recorder.stitch._plan import verification_windows
+from recorder.stitch._probe import scan
 
 FORMAT_OF = {".mp4": "mp4", ".flv": "flv", ".m3u8": "hls", ".aac": "aac"}
 
@@ -562,6 +565,22 @@ def test_verify_rejects_an_undecodable_join(clips: dict[str, Path], tmp_path: Pa
         f.write(bytes(range(256)) * 40)
 
     with pytest.raises(VerificationError, match="the output does not decode cleanly near its joins"):
+        verify(result, 12.0)
+
+
+def test_verify_decodes_frames_whose_packets_read_cleanly(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Damage inside the join's keyframe, its framing intact: only decoding can find it."""
+    result = stitch(inputs(clips["f0.mp4"], clips["f1.mp4"]), tmp_path / "out.mp4")
+    fields = ["-select_streams", "v", "-show_entries", "packet=pts_time,size,pos", "-of", "csv=p=0"]  # its order
+    rows = (line.split(",") for line in ffprobe(result.path, *fields).split())
+    at, size = next((int(pos), int(size)) for pts, size, pos in rows if float(pts) >= 6)
+    with result.path.open("r+b") as f:  # its second half: slice data (an SEI and NAL sizes come first)
+        f.seek(at + size // 2)
+        f.write(random.Random(1).randbytes(size // 2 - 64))
+    read = verification_windows(result.joins, 0.0).read
+
+    assert scan(result.path, "mp4", Deadline.after(30), intervals=read).stderr == ""
+    with pytest.raises(VerificationError, match="the output does not decode cleanly near its joins: .*decoding MB"):
         verify(result, 12.0)
 
 
