@@ -9,9 +9,12 @@ import psutil
 import pytest
 import requests
 
+from recorder.config import Settings
 from recorder.demo import process, wait_for
+from recorder.queue import default_time_limit
 from tests.factories import ADMIN, record_body
 from tests.processes import CLI, serve_and_work, service_env
+from worker.celery_app import apply_time_limit, make_celery
 
 pytestmark = pytest.mark.e2e
 
@@ -79,3 +82,16 @@ def test_a_short_settle_ends_on_time_not_on_the_next_sweep_tick(
 
         wait_for(archived, what="the archive", timeout=30)
     assert time.monotonic() - answered < 30
+
+
+@pytest.mark.parametrize("given", [None, 20_000.0], ids=["default", "--time-limit 20000"])
+def test_the_worker_sets_its_time_limit_when_it_starts_and_the_visibility_timeout_follows(given: float | None) -> None:
+    settings = Settings(broker_url="redis://127.0.0.1:9/0")
+    celery = make_celery(settings)
+    assert celery.conf.task_time_limit is None  # in the shared config it would override the command line
+
+    apply_time_limit(celery.conf, {"time_limit": given}, settings)
+
+    limit = given or default_time_limit(settings)
+    assert celery.conf.task_time_limit == limit
+    assert celery.conf.broker_transport_options["visibility_timeout"] > 2 * limit  # never redelivered while running
