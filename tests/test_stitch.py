@@ -568,8 +568,13 @@ def test_verify_rejects_an_undecodable_join(clips: dict[str, Path], tmp_path: Pa
         verify(result, 12.0)
 
 
-def test_verify_decodes_frames_whose_packets_read_cleanly(clips: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("side_by_side", [True, False], ids=["decoding beside the read", "after it (big files)"])
+def test_verify_decodes_frames_whose_packets_read_cleanly(
+    clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side_by_side: bool
+) -> None:
     """Damage inside the join's keyframe, its framing intact: only decoding can find it."""
+    if not side_by_side:
+        monkeypatch.setattr("recorder.stitch._probe._SIDE_BY_SIDE", 0)
     result = stitch(inputs(clips["f0.mp4"], clips["f1.mp4"]), tmp_path / "out.mp4")
     fields = ["-select_streams", "v", "-show_entries", "packet=pts_time,size,pos", "-of", "csv=p=0"]  # its order
     rows = (line.split(",") for line in ffprobe(result.path, *fields).split())
