@@ -120,7 +120,7 @@ def inspect(path: Path, fmt: str | None, deadline: Deadline, *, windows: Windows
     The header and the packets come from one ffprobe run (each run costs ~0.1 s to start); the
     decoding runs in a second one, beside it, or after it for a file of ``_SIDE_BY_SIDE`` bytes
     or more: each run holds the file's whole index, and two at once made the worker's peak
-    memory on a 2 GB archive (306 MB PSS; 284 MB one after the other), where ~0.1 s is little.
+    memory on a 2 GB archive (306 MB PSS; 281 MB one after the other), where ~0.1 s is little.
     """
     before = stamp(path)
     with ThreadPoolExecutor(max_workers=1) as pool:
