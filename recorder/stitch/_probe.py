@@ -22,7 +22,7 @@ _SIDE_BY_SIDE = 256 << 20  # bytes (~13 minutes of 1280x720 at 2.5 Mbit/s): see 
 
 class Windows(NamedTuple):
     """Where a verifying scan looks, as ffprobe -read_intervals: the packets it reads, and the
-    stretches it decodes. Two ffprobe runs, side by side: one run decodes all it reads."""
+    stretches it decodes. Two ffprobe runs (see inspect): one run decodes all it reads."""
 
     read: str
     decode: str
@@ -123,8 +123,9 @@ def inspect(path: Path, fmt: str | None, deadline: Deadline, *, windows: Windows
     memory on a 2 GB archive (306 MB PSS; 281 MB one after the other), where ~0.1 s is little.
     """
     before = stamp(path)
+    _, size, _ = before
     with ThreadPoolExecutor(max_workers=1) as pool:
-        beside = pool.submit(_decode, path, fmt, deadline, windows.decode) if before[1] < _SIDE_BY_SIDE else None
+        beside = pool.submit(_decode, path, fmt, deadline, windows.decode) if size < _SIDE_BY_SIDE else None
         facts, info, stderr = _probe(path, fmt, deadline, packets=True, intervals=windows.read)
         errors = beside.result() if beside else _decode(path, fmt, deadline, windows.decode)
     kinds = {int(s["index"]): s.get("codec_type", "") for s in info.get("streams", [])}
