@@ -119,7 +119,8 @@ def manifest_key(archive_key: str) -> str:
 # --- local directory ----------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> tuple[int, str]:
+def sha256_file(path: Path) -> tuple[int, str]:
+    """(size, SHA-256) of a file, read once."""
     with path.open("rb") as source:
         digest = hashlib.file_digest(source, "sha256")
         return source.tell(), digest.hexdigest()
@@ -184,7 +185,7 @@ class FileStore:
     def exists(self, key: str) -> StoredObject | None:
         path = self._path(key)
         try:
-            size, sha256 = _sha256_file(path)
+            size, sha256 = sha256_file(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as error:
@@ -255,7 +256,7 @@ class S3Store:
         return stored
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
-        size, sha256 = _sha256_file(path)
+        size, sha256 = sha256_file(path)
         extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
         return self._put(
             StoredObject(key, size, sha256),

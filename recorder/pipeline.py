@@ -72,9 +72,108 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
     """
     with _scratch(ctx, "probe") as work:
         fetched = _fetch_one(ctx, fragment, work)
+        if isinstance(fetched, Fetched):
+            _keep(ctx, fragment, fetched.got.path)
     duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
         repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
+
+
+# --- prefetch: a fragment fetched and probed when its callback is handled ---------------------
+
+PREFETCHED = "fragments"  # in the work dir, one file per fragment id; no pid in the name, so clear_scratch keeps it
+_KEPT_FOR = 24 * 3600.0  # a prefetched file no stitch has taken by then is dropped
+_DISK_RESERVE = 2 * 1024**3  # prefetching stops short of filling the work dir's disk (or its last 10 %)
+
+
+def fragments_to_prefetch(ctx: Context, event_ids: list[int]) -> list[int]:
+    with ctx.sessions() as session:
+        return repository.fragments_to_prefetch(session, event_ids)
+
+
+def prefetch(ctx: Context, fragment_id: int) -> str:
+    """Fetch and probe a grouped fragment now, so that its broadcast's stitch finds it on this
+    machine's disk, already probed, instead of downloading it once the broadcast settles.
+
+    Best effort: whatever goes wrong (or another machine's stitch) leaves the fragment to be
+    fetched by the stitch, as without a prefetch. Returns the outcome.
+    """
+    with ctx.sessions() as session:
+        fragment = session.get(Fragment, fragment_id)
+    if fragment is None or fragment.format == "hls" or fragment.probe:
+        return "skipped"
+    kept = _prefetched(ctx, fragment)
+    _drop_stale(kept.parent, now=time.time())
+    if not _room_for(kept.parent, fragment.file_size):
+        return "no room"
+    with _scratch(ctx, "prefetch") as work:
+        try:
+            got = fetch.download(
+                fragment.url,
+                work / kept.name,
+                allow=ctx.allow,
+                expected_size=fragment.file_size,
+                timeout=ctx.settings.download_timeout,
+            )
+            facts = stitch.probe(got.path, fmt=fragment.format)
+        except (FetchError, StitchError) as error:
+            log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
+            return "failed"
+        os.replace(got.path, kept)
+    with transaction(ctx.sessions) as session:
+        repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
+    return "fetched"
+
+
+def _prefetched(ctx: Context, fragment: Fragment) -> Path:
+    kept = ctx.settings.work_dir / PREFETCHED
+    kept.mkdir(parents=True, exist_ok=True)
+    return kept / f"{fragment.id}.{fragment.format}"
+
+
+def _keep(ctx: Context, fragment: Fragment, path: Path) -> None:
+    """Keep a file fetched outside a stitch (an untimed fragment's) for the stitch."""
+    kept = _prefetched(ctx, fragment)
+    if fragment.format != "hls" and _room_for(kept.parent, fragment.file_size):
+        os.replace(path, kept)
+
+
+def _take_prefetched(ctx: Context, fragment: Fragment, dest: Path) -> fetch.Downloaded | None:
+    """The fragment's prefetched file, linked at ``dest``, if it is there and still holds the
+    bytes that were probed; else None (a changed file is dropped)."""
+    kept = _prefetched(ctx, fragment)
+    if fragment.sha256 is None:
+        return None
+    try:
+        os.link(kept, dest)
+    except OSError:  # not prefetched here, or dropped meanwhile
+        return None
+    size, sha256 = archive.sha256_file(dest)
+    if sha256 == fragment.sha256 and size == (fragment.file_size or size):
+        return fetch.Downloaded(dest, size, sha256)
+    log.warning("%s: the prefetched file changed on disk; fetching it again", _label(fragment))
+    dest.unlink()
+    kept.unlink(missing_ok=True)
+    return None
+
+
+def _drop_prefetched(ctx: Context, fragments: list[Fragment]) -> None:
+    for fragment in fragments:
+        _prefetched(ctx, fragment).unlink(missing_ok=True)
+
+
+def _drop_stale(folder: Path, *, now: float) -> None:
+    for path in folder.iterdir():
+        try:
+            if path.stat().st_mtime < now - _KEPT_FOR:
+                path.unlink()
+        except FileNotFoundError:  # another process dropped it first
+            pass
+
+
+def _room_for(folder: Path, size: int | None) -> bool:
+    disk = shutil.disk_usage(folder)
+    return disk.free - (size or 0) > max(_DISK_RESERVE, disk.total // 10)
 
 
 def sweep(ctx: Context) -> repository.SweepWork:
@@ -175,6 +274,8 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
             archives = _produce_archives(ctx, job, work)
         with transaction(ctx.sessions) as session:
             recorded = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
+        if recorded:
+            _drop_prefetched(ctx, job.fragments)
         return "archived" if recorded else "lost-lease"
     except (FetchError, StorageError, StitchError) as error:
         transient = isinstance(error, StorageError) or (isinstance(error, FetchError) and not error.permanent)
@@ -236,7 +337,9 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken
             got = fetch.download_hls(fragment.url, work / f"hls-{fragment.id}", allow=ctx.allow, timeout=timeout)
         else:
             dest = work / f"{fragment.id}.{fragment.format}"
-            got = fetch.download(fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout)
+            got = _take_prefetched(ctx, fragment, dest) or fetch.download(
+                fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout
+            )
         cached = json.loads(fragment.probe) if fragment.probe and fragment.sha256 == got.sha256 else None
         if cached is not None and "discontinuities" in cached:  # probes from older versions lack exact timing
             return Fetched(fragment, got, stitch.ProbeFacts.from_dict(cached))

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 HANDLE_EVENT = "recorder.handle_event"
 STITCH = "recorder.stitch"
+PREFETCH = "recorder.prefetch"
 SWEEP = "recorder.sweep"
 RUN_JOB = "recorder.run_job"
 
@@ -55,7 +56,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": EVENTS_QUEUE,
-        "task_routes": {STITCH: {"queue": MEDIA_QUEUE}},
+        "task_routes": {STITCH: {"queue": MEDIA_QUEUE}, PREFETCH: {"queue": MEDIA_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
     }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,44 @@ def test_three_mp4_fragments_become_one_archive_in_s3(
     assert [f["source_key"] for f in manifest["fragments"]] == ["tencent:e2e-0", "tencent:e2e-1", "tencent:e2e-2"]
     presigned = requests.get(broadcast["archive"]["url"], timeout=10)
     assert presigned.status_code == 200 and len(presigned.content) == broadcast["archive"]["size"]
+
+
+def test_fragments_are_fetched_while_the_broadcast_settles(
+    service: str, media_url: str, media_dir: Path, tmp_path: Path
+) -> None:
+    """The worker fetches and probes each fragment when its callback is handled; the stitch
+    then needs nothing from the media server, which no longer has the files."""
+    stream_id = "telemedicine_0007"
+    tag = os.urandom(4).hex()
+    clips = [Path(shutil.copy(media_dir / f"clip{i}.mp4", media_dir / f"e2e-{tag}-{i}.mp4")) for i in range(3)]
+    for i, clip in enumerate(clips):
+        body = record_body(
+            stream_id=stream_id,
+            file_id=f"e2e-{tag}-{i}",
+            video_url=f"{media_url}/{clip.name}",
+            file_size=clip.stat().st_size,
+            start_time=1_790_000_000 + 6 * i,
+            end_time=1_790_000_000 + 6 * i + 6,
+            duration=6,
+            start_time_usec=0,
+            end_time_usec=0,
+        )
+        assert requests.post(f"{service}/v1/callbacks/tencent", json=body, timeout=10).status_code == 200
+    prefetched = tmp_path / "work" / "0" / "fragments"
+
+    def all_prefetched() -> None:
+        if len(list(prefetched.glob("*.mp4"))) < 3:
+            raise RuntimeError("not yet")
+
+    wait_for(all_prefetched, what="the prefetched fragments", timeout=30)  # the settle is 2 s
+    for clip in clips:
+        clip.unlink()
+
+    broadcast = wait_for(lambda: archived(service, stream_id), what="the archive", timeout=60)["items"][0]
+    assert len(broadcast["fragments"]) == 3 and broadcast["archive"]["size"] > 0
+
+    def all_dropped() -> None:  # once the archive is recorded
+        if list(prefetched.iterdir()):
+            raise RuntimeError("not yet")
+
+    wait_for(all_dropped, what="the prefetched files to be dropped", timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from recorder import fetch, pipeline, stitch
 from recorder.config import Settings
 from recorder.demo import free_port
 from recorder.store.db import transaction
-from recorder.store.models import Broadcast, Event
+from recorder.store.models import Broadcast, Event, Fragment
 from tests.factories import auth, record_body
 
 
@@ -39,24 +40,27 @@ def send_fragments(
     start: float | None = None,
     clips: range = range(3),
     copies: int = 2,
+    names: list[str] | None = None,
 ) -> None:
-    """Signed callbacks for 6 s clips with ``gap`` seconds between them, shuffled."""
+    """Signed callbacks for 6 s clips (``names`` in ``media_dir``, by default clip0.mp4, ...)
+    with ``gap`` seconds between them, shuffled."""
     start = time.time() - 60 if start is None else start
+    names = names or [f"clip{i}.mp4" for i in clips]
     bodies = [
         record_body(
             stream_id=stream_id,
             channel_id=stream_id,
             file_id=f"{stream_id}-{i}",
             record_file_id=f"{stream_id}-{i}",
-            video_url=f"{media_url}/clip{i}.mp4",
-            file_size=(media_dir / f"clip{i}.mp4").stat().st_size,
+            video_url=f"{media_url}/{name}",
+            file_size=(media_dir / name).stat().st_size,
             start_time=int(start + i * (6 + gap)),
             end_time=int(start + i * (6 + gap) + 6),
             duration=6,
             start_time_usec=0,
             end_time_usec=0,
         )
-        for i in clips
+        for i, name in enumerate(names)
     ] * copies
     random.shuffle(bodies)
     for body in bodies:
@@ -187,3 +191,69 @@ def test_a_transient_failure_is_sent_again_when_its_backoff_ends(client: FlaskCl
     assert broadcast.next_attempt_at < ctx.clock() + ctx.settings.lease_seconds  # type: ignore[operator]
     ctx.clock.now = broadcast.next_attempt_at  # type: ignore[attr-defined]
     assert pipeline.sweep(ctx).stitches == [broadcast.id]  # not held back until a lease's time has passed
+
+
+# --- prefetch ---------------------------------------------------------------------------------
+
+
+def own_clips(media_dir: Path, count: int = 2) -> list[Path]:
+    """Copies of the session's clips under names of this test's own, so it may take them away."""
+    tag = os.urandom(4).hex()
+    return [Path(shutil.copy(media_dir / f"clip{i}.mp4", media_dir / f"own-{tag}-{i}.mp4")) for i in range(count)]
+
+
+def grouped_events(ctx: pipeline.Context) -> list[int]:
+    ctx.clock.now += 10  # type: ignore[attr-defined]  # past the sweep's grace for fresh events
+    events = pipeline.sweep(ctx).events
+    assert all(pipeline.handle_event(ctx, event_id) for event_id in events)
+    return events
+
+
+def test_prefetched_fragments_are_stitched_without_fetching_them_again(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id="prefetched", names=[c.name for c in clips], copies=1)
+    events = grouped_events(ctx)
+    fragments = pipeline.fragments_to_prefetch(ctx, events)
+
+    assert len(fragments) == 2
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["skipped", "skipped"]  # probed: done
+    assert pipeline.fragments_to_prefetch(ctx, events) == []
+    for clip in clips:
+        clip.unlink()  # gone from the media server: only the prefetched copies are left
+
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    assert list((ctx.settings.work_dir / pipeline.PREFETCHED).iterdir()) == []  # dropped once archived
+
+
+def test_a_prefetched_file_changed_on_disk_is_fetched_again(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id="changed", names=[c.name for c in clips], copies=1)
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    (ctx.settings.work_dir / pipeline.PREFETCHED / f"{fragments[0]}.mp4").write_bytes(b"not what was probed")
+
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    assert "the prefetched file changed on disk; fetching it again" in caplog.text
+
+
+def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id="later", names=[c.name for c in clips], copies=1)
+    events = grouped_events(ctx)
+    fragments = pipeline.fragments_to_prefetch(ctx, events)
+    with ctx.sessions() as session:
+        late = media_dir / session.get(Fragment, fragments[1]).url.rpartition("/")[2]  # type: ignore[union-attr]
+    content = late.read_bytes()
+    late.unlink()  # not there yet
+
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "failed"]
+    assert pipeline.fragments_to_prefetch(ctx, events) == fragments[1:]  # nothing recorded against it
+    late.write_bytes(content)
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]

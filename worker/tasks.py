@@ -12,7 +12,7 @@ from celery.signals import worker_init, worker_process_init
 
 from recorder import pipeline
 from recorder.config import Settings
-from recorder.queue import HANDLE_EVENT, RUN_JOB, STITCH, SWEEP
+from recorder.queue import HANDLE_EVENT, PREFETCH, RUN_JOB, STITCH, SWEEP
 from worker.celery_app import app
 from worker.memory import hand_back_freed_memory
 
@@ -52,15 +52,31 @@ def _clear_scratch(**_: object) -> None:
 @app.task(name=HANDLE_EVENT)
 def handle_event(*event_ids: int) -> int:
     """Handle events published together; one that fails stays unhandled for the sweep to resend."""
-    handled = 0
+    handled = []
     for event_id in event_ids:
         try:
-            handled += pipeline.handle_event(context(), event_id)
+            if pipeline.handle_event(context(), event_id):
+                handled.append(event_id)
         except Exception:
             log.exception("event %s not handled (the sweep sends it again)", event_id)
     if handled:
+        _prefetch_fragments(handled)
         _sweep_when_settled(context().settings.settle_seconds)
-    return handled
+    return len(handled)
+
+
+def _prefetch_fragments(event_ids: list[int]) -> None:
+    """Fetch the new fragments while their broadcasts wait to settle (best effort)."""
+    try:
+        for fragment_id in pipeline.fragments_to_prefetch(context(), event_ids):
+            prefetch.apply_async((fragment_id,), retry=False)
+    except Exception as error:  # the stitch fetches them
+        log.warning("could not schedule prefetches: %s", error)
+
+
+@app.task(name=PREFETCH)
+def prefetch(fragment_id: int) -> str:
+    return pipeline.prefetch(context(), fragment_id)
 
 
 SHORT_SETTLE = 60.0  # longer settles wait for the periodic sweep: its tick is small beside them

@@ -566,6 +566,23 @@ def record_failure(
     return "failed"
 
 
+def fragments_to_prefetch(session: Session, event_ids: Sequence[int]) -> list[int]:
+    """The fragments of these events worth fetching before their broadcast settles: grouped,
+    one file each (not an HLS playlist), not fetched and probed yet."""
+    return list(
+        session.scalars(
+            select(Fragment.id)
+            .where(
+                Fragment.event_id.in_(event_ids),
+                Fragment.broadcast_id.is_not(None),
+                Fragment.probe.is_(None),
+                Fragment.format != "hls",
+            )
+            .order_by(Fragment.id)
+        )
+    )
+
+
 def save_probe(session: Session, fragment_id: int, *, probe: str, sha256: str) -> None:
     session.execute(update(Fragment).where(Fragment.id == fragment_id).values(probe=probe, sha256=sha256, error=None))
 
