@@ -94,9 +94,10 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--concurrency", default=2, show_default=True, type=int)
 @click.option(
     "--queues",
-    default="events,media",
+    default="events,media,prefetch",
     show_default=True,
-    help="events: callbacks and sweeps (fast); media: downloads, ffmpeg, uploads (long)",
+    help="events: callbacks and sweeps (fast); media: stitches (downloads, ffmpeg, uploads; long);"
+    " prefetch: fragments fetched and probed as they arrive, kept in the work dir for the stitch",
 )
 @click.option(
     "--time-limit",

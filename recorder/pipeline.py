@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recorder import archive, fetch, jobs, stitch
+from recorder import archive, fetch, jobs, prefetched, stitch
 from recorder.callbacks import parse_stored
 from recorder.config import Settings
 from recorder.errors import FetchError, RecorderError, StitchError, StorageError
 from recorder.events import by_preference
 from recorder.grouping import Placement, gaps, timeline
 from recorder.present import gap_json
+from recorder.queue import DROP_PREFETCHED
 from recorder.services import Services
 from recorder.store import repository
 from recorder.store.db import transaction
@@ -72,18 +73,14 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
     """
     with _scratch(ctx, "probe") as work:
         fetched = _fetch_one(ctx, fragment, work)
-        if isinstance(fetched, Fetched):
-            _keep(ctx, fragment, fetched.got.path)
+        if isinstance(fetched, Fetched) and fragment.format != "hls":  # for the stitch
+            prefetched.keep(ctx.settings.work_dir, fragment.id, fragment.format, fetched.got.path)
     duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
         repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
 
 
-# --- prefetch: a fragment fetched and probed when its callback is handled ---------------------
-
-PREFETCHED = "fragments"  # in the work dir, one file per fragment id; no pid in the name, so clear_scratch keeps it
-_KEPT_FOR = 24 * 3600.0  # a prefetched file no stitch has taken by then is dropped
-_DISK_RESERVE = 2 * 1024**3  # prefetching stops short of filling the work dir's disk (or its last 10 %)
+# --- prefetch: each fragment fetched and probed when its callback is handled -----------------
 
 
 def fragments_to_prefetch(ctx: Context, event_ids: list[int]) -> list[int]:
@@ -93,24 +90,24 @@ def fragments_to_prefetch(ctx: Context, event_ids: list[int]) -> list[int]:
 
 def prefetch(ctx: Context, fragment_id: int) -> str:
     """Fetch and probe a grouped fragment now, so that its broadcast's stitch finds it on this
-    machine's disk, already probed, instead of downloading it once the broadcast settles.
+    machine's disk, already probed, instead of downloading it once the broadcast settles; the
+    probe, saved with the file's hash, also spares another machine's stitch the probing.
 
-    Best effort: whatever goes wrong (or another machine's stitch) leaves the fragment to be
-    fetched by the stitch, as without a prefetch. Returns the outcome.
+    Best effort: whatever goes wrong leaves the fragment to its stitch. Returns the outcome.
     """
+    work_dir = ctx.settings.work_dir
     with ctx.sessions() as session:
-        fragment = session.get(Fragment, fragment_id)
-    if fragment is None or fragment.format == "hls" or fragment.probe:
+        fragment = repository.fragment_to_prefetch(session, fragment_id)
+    if fragment is None:  # gone, probed already, or its broadcast is being stitched
         return "skipped"
-    kept = _prefetched(ctx, fragment)
-    _drop_stale(kept.parent, now=time.time())
-    if not _room_for(kept.parent, fragment.file_size):
+    prefetched.drop_stale(work_dir)
+    if not prefetched.room_for(work_dir, fragment.file_size):
         return "no room"
     with _scratch(ctx, "prefetch") as work:
         try:
             got = fetch.download(
                 fragment.url,
-                work / kept.name,
+                work / f"{fragment.id}.{fragment.format}",
                 allow=ctx.allow,
                 expected_size=fragment.file_size,
                 timeout=ctx.settings.download_timeout,
@@ -119,72 +116,30 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
         except (FetchError, StitchError) as error:
             log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
             return "failed"
-        os.replace(got.path, kept)
+        prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
     return "fetched"
 
 
-def _prefetched(ctx: Context, fragment: Fragment) -> Path:
-    kept = ctx.settings.work_dir / PREFETCHED
-    kept.mkdir(parents=True, exist_ok=True)
-    return kept / f"{fragment.id}.{fragment.format}"
-
-
-def _keep(ctx: Context, fragment: Fragment, path: Path) -> None:
-    """Keep a file fetched outside a stitch (an untimed fragment's) for the stitch."""
-    kept = _prefetched(ctx, fragment)
-    if fragment.format != "hls" and _room_for(kept.parent, fragment.file_size):
-        os.replace(path, kept)
-
-
-def _take_prefetched(ctx: Context, fragment: Fragment, dest: Path) -> fetch.Downloaded | None:
-    """The fragment's prefetched file, linked at ``dest``, if it is there and still holds the
-    bytes that were probed; else None (a changed file is dropped)."""
-    kept = _prefetched(ctx, fragment)
-    if fragment.sha256 is None:
-        return None
-    try:
-        os.link(kept, dest)
-    except OSError:  # not prefetched here, or dropped meanwhile
-        return None
-    size, sha256 = archive.sha256_file(dest)
-    if sha256 == fragment.sha256 and size == (fragment.file_size or size):
-        return fetch.Downloaded(dest, size, sha256)
-    log.warning("%s: the prefetched file changed on disk; fetching it again", _label(fragment))
-    dest.unlink()
-    kept.unlink(missing_ok=True)
-    return None
-
-
-def _drop_prefetched(ctx: Context, fragments: list[Fragment]) -> None:
-    for fragment in fragments:
-        _prefetched(ctx, fragment).unlink(missing_ok=True)
-
-
-def _drop_stale(folder: Path, *, now: float) -> None:
-    for path in folder.iterdir():
-        try:
-            if path.stat().st_mtime < now - _KEPT_FOR:
-                path.unlink()
-        except FileNotFoundError:  # another process dropped it first
-            pass
-
-
-def _room_for(folder: Path, size: int | None) -> bool:
-    disk = shutil.disk_usage(folder)
-    return disk.free - (size or 0) > max(_DISK_RESERVE, disk.total // 10)
+def _drop_prefetched(ctx: Context, fragment_ids: list[int]) -> None:
+    """Their broadcast is done with: drop the fragments' copies here and on every other machine."""
+    if fragment_ids:
+        prefetched.drop(ctx.settings.work_dir, fragment_ids)
+        ctx.publisher.tell_workers(DROP_PREFETCHED, fragment_ids=fragment_ids)
 
 
 def sweep(ctx: Context) -> repository.SweepWork:
     with transaction(ctx.sessions) as session:
-        return repository.sweep(
+        work = repository.sweep(
             session,
             settle=ctx.settings.settle_seconds,
             lease=ctx.settings.lease_seconds,
             max_attempts=ctx.settings.max_attempts,
             now=ctx.clock(),
         )
+    _drop_prefetched(ctx, work.given_up)
+    return work
 
 
 def queued_jobs(ctx: Context) -> list[str]:
@@ -275,13 +230,13 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
         with transaction(ctx.sessions) as session:
             recorded = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
         if recorded:
-            _drop_prefetched(ctx, job.fragments)
+            _drop_prefetched(ctx, [f.id for f in job.fragments])
         return "archived" if recorded else "lost-lease"
     except (FetchError, StorageError, StitchError) as error:
         transient = isinstance(error, StorageError) or (isinstance(error, FetchError) and not error.permanent)
         log.warning("broadcast %s: %s", broadcast_id, error.reason)
         with transaction(ctx.sessions) as session:
-            return repository.record_failure(
+            outcome = repository.record_failure(
                 session,
                 job,
                 error.reason,
@@ -290,6 +245,9 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
                 retry_for=ctx.settings.retry_seconds,
                 now=ctx.clock(),
             )
+        if outcome == "failed":
+            _drop_prefetched(ctx, [f.id for f in job.fragments])
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -337,7 +295,8 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken
             got = fetch.download_hls(fragment.url, work / f"hls-{fragment.id}", allow=ctx.allow, timeout=timeout)
         else:
             dest = work / f"{fragment.id}.{fragment.format}"
-            got = _take_prefetched(ctx, fragment, dest) or fetch.download(
+            kept = prefetched.take(ctx.settings.work_dir, fragment.id, fragment.format, dest, sha256=fragment.sha256)
+            got = kept or fetch.download(
                 fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout
             )
         cached = json.loads(fragment.probe) if fragment.probe and fragment.sha256 == got.sha256 else None

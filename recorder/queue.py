@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
 
@@ -26,6 +27,8 @@ RUN_JOB = "recorder.run_job"
 
 EVENTS_QUEUE = "events"
 MEDIA_QUEUE = "media"
+PREFETCH_QUEUE = "prefetch"  # its own queue: a burst of prefetches does not hold up due stitches
+DROP_PREFETCHED = "drop_prefetched"  # a command to every worker, not a task
 
 
 def visibility_timeout(settings: Settings, *, time_limit: float = 0) -> int:
@@ -56,7 +59,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": EVENTS_QUEUE,
-        "task_routes": {STITCH: {"queue": MEDIA_QUEUE}, PREFETCH: {"queue": MEDIA_QUEUE}},
+        "task_routes": {STITCH: {"queue": MEDIA_QUEUE}, PREFETCH: {"queue": PREFETCH_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
     }
@@ -78,15 +81,21 @@ class Publisher:
 
     def send(self, task: str, *args: Any) -> bool:
         """Publish without blocking the caller for long; False when the broker is down."""
+        return self._try(f"publish {task}{args!r}", lambda: self.celery.send_task(task, args=args, retry=False))
+
+    def tell_workers(self, command: str, **arguments: Any) -> bool:
+        """Send a command to every worker listening now (Celery's remote control), unanswered."""
+        broadcast = self.celery.control.broadcast
+        return self._try(f"tell the workers {command}", lambda: broadcast(command, arguments=arguments))
+
+    def _try(self, what: str, publish: Callable[[], object]) -> bool:
         if time.monotonic() < self._down_until:
             return False
         try:
-            self.celery.send_task(task, args=args, retry=False)
-        except Exception as error:  # broker down: the sweep will deliver it
+            publish()
+        except Exception as error:  # broker down: the sweep sends tasks again; dropped copies age out
             self._down_until = time.monotonic() + self.pause
-            log.warning(
-                "could not publish %s%r (retrying in %.0f s; the sweep delivers it): %s", task, args, self.pause, error
-            )
+            log.warning("could not %s (not trying for %.0f s): %s", what, self.pause, error)
             return False
         return True
 

@@ -48,6 +48,8 @@ def serve_and_work(tmp_path: Path, env: dict[str, str], *, workers: int = 1) -> 
             beat = "--beat" if n == 0 else "--no-beat"
             worker_env = {**env, "RECORDER_WORK_DIR": f"{env['RECORDER_WORK_DIR']}/{n}"}
             stack.enter_context(process([*CLI, "worker", "--concurrency=2", beat], worker_env, logs[n + 1]))
+        for log in logs[1:]:  # consuming: what a test sends is handled at once, as in production
+            wait_for(lambda log=log: " ready." in log.read_text() or 1 / 0, what=f"the worker ({log.name})")
         yield base
     for log in logs:
         print(f"--- {log.name}\n{log.read_text()[-4000:]}")

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,14 +104,15 @@ def test_fragments_are_fetched_while_the_broadcast_settles(
     stream_id = "telemedicine_0007"
     tag = os.urandom(4).hex()
     clips = [Path(shutil.copy(media_dir / f"clip{i}.mp4", media_dir / f"e2e-{tag}-{i}.mp4")) for i in range(3)]
+    start = int(time.time()) - 18  # recorded just now: the broadcast settles 2 s after the last callback
     for i, clip in enumerate(clips):
         body = record_body(
             stream_id=stream_id,
             file_id=f"e2e-{tag}-{i}",
             video_url=f"{media_url}/{clip.name}",
             file_size=clip.stat().st_size,
-            start_time=1_790_000_000 + 6 * i,
-            end_time=1_790_000_000 + 6 * i + 6,
+            start_time=start + 6 * i,
+            end_time=start + 6 * i + 6,
             duration=6,
             start_time_usec=0,
             end_time_usec=0,

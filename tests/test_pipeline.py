@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from recorder import fetch, pipeline, stitch
+from recorder import fetch, pipeline, prefetched, stitch
 from recorder.config import Settings
 from recorder.demo import free_port
 from recorder.store.db import transaction
@@ -225,7 +225,7 @@ def test_prefetched_fragments_are_stitched_without_fetching_them_again(
         clip.unlink()  # gone from the media server: only the prefetched copies are left
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
-    assert list((ctx.settings.work_dir / pipeline.PREFETCHED).iterdir()) == []  # dropped once archived
+    assert list((ctx.settings.work_dir / prefetched.FOLDER).iterdir()) == []  # dropped once archived
 
 
 def test_a_prefetched_file_changed_on_disk_is_fetched_again(
@@ -235,7 +235,7 @@ def test_a_prefetched_file_changed_on_disk_is_fetched_again(
     send_fragments(client, media_url, media_dir, stream_id="changed", names=[c.name for c in clips], copies=1)
     fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
     assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
-    (ctx.settings.work_dir / pipeline.PREFETCHED / f"{fragments[0]}.mp4").write_bytes(b"not what was probed")
+    (ctx.settings.work_dir / prefetched.FOLDER / f"{fragments[0]}.mp4").write_bytes(b"not what was probed")
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
     assert "the prefetched file changed on disk; fetching it again" in caplog.text

@@ -9,10 +9,11 @@ from functools import cache
 
 from celery import group
 from celery.signals import worker_init, worker_process_init
+from celery.worker.control import control_command
 
-from recorder import pipeline
+from recorder import pipeline, prefetched
 from recorder.config import Settings
-from recorder.queue import HANDLE_EVENT, PREFETCH, RUN_JOB, STITCH, SWEEP
+from recorder.queue import DROP_PREFETCHED, HANDLE_EVENT, PREFETCH, RUN_JOB, STITCH, SWEEP
 from worker.celery_app import app
 from worker.memory import hand_back_freed_memory
 
@@ -77,6 +78,12 @@ def _prefetch_fragments(event_ids: list[int]) -> None:
 @app.task(name=PREFETCH)
 def prefetch(fragment_id: int) -> str:
     return pipeline.prefetch(context(), fragment_id)
+
+
+@control_command(name=DROP_PREFETCHED, args=[("fragment_ids", list)], signature="<fragment_ids>")
+def drop_prefetched(state: object, fragment_ids: list[int]) -> dict[str, int]:
+    """Drop this machine's copies of fragments whose broadcast another worker finished."""
+    return {"dropped": prefetched.drop(Settings().work_dir, fragment_ids)}
 
 
 SHORT_SETTLE = 60.0  # longer settles wait for the periodic sweep: its tick is small beside them

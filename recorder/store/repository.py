@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Select, String, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Select, String, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -376,6 +376,7 @@ def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window:
 class SweepWork:
     events: list[int]
     stitches: list[str]
+    given_up: list[int]  # fragments of the broadcasts this sweep failed
 
 
 def sweep(
@@ -387,14 +388,19 @@ def sweep(
     memory, timed out); after ``max_attempts`` such deaths the broadcast fails
     instead of killing workers forever.
     """
+    given_up = list(
+        session.scalars(
+            select(Broadcast.id).where(
+                Broadcast.status == "stitching",
+                Broadcast.lease_owner.is_not(None),
+                Broadcast.lease_until < now,
+                Broadcast.attempts >= max_attempts,
+            )
+        )
+    )
     session.execute(
         update(Broadcast)
-        .where(
-            Broadcast.status == "stitching",
-            Broadcast.lease_owner.is_not(None),
-            Broadcast.lease_until < now,
-            Broadcast.attempts >= max_attempts,
-        )
+        .where(Broadcast.id.in_(given_up))
         .values(
             status="failed",
             error=literal(
@@ -447,7 +453,7 @@ def sweep(
     )
     for broadcast in due:
         broadcast.enqueued_at = now
-    return SweepWork(events, [b.id for b in due])
+    return SweepWork(events, [b.id for b in due], fragment_ids(session, given_up))
 
 
 def request_stitch(session: Session, broadcast: Broadcast, *, now: float) -> None:
@@ -566,21 +572,28 @@ def record_failure(
     return "failed"
 
 
+def _worth_prefetching() -> tuple[ColumnElement[bool], ...]:
+    """A fragment worth fetching before its broadcast settles: grouped into a broadcast that has
+    not started stitching, one file (not an HLS playlist), not fetched and probed yet."""
+    waiting = select(Broadcast.id).where(Broadcast.status.in_(("open", "settling")))
+    return (Fragment.broadcast_id.in_(waiting), Fragment.probe.is_(None), Fragment.format != "hls")
+
+
 def fragments_to_prefetch(session: Session, event_ids: Sequence[int]) -> list[int]:
-    """The fragments of these events worth fetching before their broadcast settles: grouped,
-    one file each (not an HLS playlist), not fetched and probed yet."""
-    return list(
-        session.scalars(
-            select(Fragment.id)
-            .where(
-                Fragment.event_id.in_(event_ids),
-                Fragment.broadcast_id.is_not(None),
-                Fragment.probe.is_(None),
-                Fragment.format != "hls",
-            )
-            .order_by(Fragment.id)
-        )
-    )
+    """The fragments of these events worth prefetching."""
+    query = select(Fragment.id).where(Fragment.event_id.in_(event_ids), *_worth_prefetching())
+    return list(session.scalars(query.order_by(Fragment.id)))
+
+
+def fragment_to_prefetch(session: Session, fragment_id: int) -> Fragment | None:
+    """The fragment, if it is (still) worth prefetching."""
+    return session.scalars(select(Fragment).where(Fragment.id == fragment_id, *_worth_prefetching())).first()
+
+
+def fragment_ids(session: Session, broadcast_ids: Sequence[str]) -> list[int]:
+    if not broadcast_ids:
+        return []
+    return list(session.scalars(select(Fragment.id).where(Fragment.broadcast_id.in_(broadcast_ids))))
 
 
 def save_probe(session: Session, fragment_id: int, *, probe: str, sha256: str) -> None:
