@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     body_timeout: float = Field(10, gt=0)
     download_timeout: float = Field(30, gt=0)
     download_workers: int = Field(4, ge=1)
+    # Fetch and probe each fragment when its callback is handled, on the prefetch queue, and keep
+    # it in the work dir for the stitch; off: the stitch fetches and probes every fragment itself.
+    prefetch: bool = True
     ffmpeg_timeout: float = Field(3600, gt=0)
     url_expiry_seconds: int = Field(3600, gt=0)
     # Output duration tolerance: absolute seconds plus a fraction of the total.

@@ -84,6 +84,8 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
 
 
 def fragments_to_prefetch(ctx: Context, event_ids: list[int]) -> list[int]:
+    if not ctx.settings.prefetch:
+        return []
     with ctx.sessions() as session:
         return repository.fragments_to_prefetch(session, event_ids)
 

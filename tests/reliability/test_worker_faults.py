@@ -92,11 +92,27 @@ def test_worker_killed_during_download(
     cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
 ) -> None:
     cluster.serve()
-    worker = cluster.worker("w1")
+    worker = cluster.worker("w1", prefetch="0")  # the stitch downloads
     heavy_media.rate = 1_000_000  # ~8 s per clip
     for body in bodies(heavy_media.url, heavy_media_dir, "kill_in_download", BIG):
         ledger.post(body)
     kill(wait_for(lambda: connected_to(worker.pid, heavy_media.port), what="a download", timeout=30))
+    count("faults")
+    heavy_media.rate = None
+    finish(cluster, ledger)
+
+
+def test_worker_killed_during_a_prefetch(
+    cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
+) -> None:
+    """A prefetch killed mid-download leaves its fragment to the stitch (or to the prefetch
+    Redis delivers again), and its partial file to the pool process that replaces it."""
+    cluster.serve()
+    worker = cluster.worker("w1")
+    heavy_media.rate = 1_000_000
+    for body in bodies(heavy_media.url, heavy_media_dir, "kill_in_prefetch", BIG):
+        ledger.post(body)
+    kill(wait_for(lambda: connected_to(worker.pid, heavy_media.port), what="a prefetch", timeout=30))
     count("faults")
     heavy_media.rate = None
     finish(cluster, ledger)
@@ -184,7 +200,7 @@ def test_a_redelivered_stitch_is_stopped_by_the_lease(
     cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
 ) -> None:
     cluster.serve()
-    worker = cluster.worker("w1")
+    worker = cluster.worker("w1", prefetch="0")  # the stitch downloads
     heavy_media.rate = 2_000_000
     for body in bodies(heavy_media.url, heavy_media_dir, "redelivered", BIG):
         ledger.post(body)
