@@ -17,6 +17,7 @@ from sqlalchemy import select
 from recorder import fetch, pipeline, prefetched, stitch
 from recorder.config import Settings
 from recorder.demo import free_port
+from recorder.store import repository
 from recorder.store.db import transaction
 from recorder.store.models import Broadcast, Event, Fragment
 from tests.factories import auth, record_body
@@ -133,8 +134,6 @@ def test_a_held_lease_stops_a_second_worker(
     for event_id in pipeline.sweep(ctx).events:
         pipeline.handle_event(ctx, event_id)
     (broadcast_id,) = pipeline.sweep(ctx).stitches
-    from recorder.store import repository
-
     with transaction(ctx.sessions) as session:
         assert repository.acquire_lease(session, broadcast_id, owner="other", lease=300, now=ctx.clock()) is not None
     assert pipeline.stitch_broadcast(ctx, broadcast_id) == "skipped"
@@ -257,3 +256,72 @@ def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
     assert pipeline.fragments_to_prefetch(ctx, events) == fragments[1:]  # nothing recorded against it
     late.write_bytes(content)
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+
+
+def test_only_fragments_of_broadcasts_still_settling_are_prefetched(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    send_fragments(client, media_url, media_dir, stream_id="due", copies=1)
+    events = grouped_events(ctx)
+    fragments = pipeline.fragments_to_prefetch(ctx, events)
+    ctx.clock.now += ctx.settings.settle_seconds + 60  # type: ignore[attr-defined]
+    assert pipeline.sweep(ctx).stitches  # settled: the stitch fetches them now
+
+    assert pipeline.fragments_to_prefetch(ctx, events) == []
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["skipped"] * 3
+
+
+def test_prefetch_off_fetches_nothing_ahead(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"prefetch": False})
+    send_fragments(client, media_url, media_dir, stream_id="off", copies=1)
+    assert pipeline.fragments_to_prefetch(ctx, grouped_events(ctx)) == []
+
+
+def test_the_copies_of_a_failed_broadcast_are_dropped(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id="doomed", names=[c.name for c in clips], copies=1)
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    copies = ctx.settings.work_dir / prefetched.FOLDER
+    (copies / f"{fragments[0]}.mp4").unlink()  # the stitch fetches that one again...
+    with ctx.sessions() as session:
+        source = media_dir / session.get(Fragment, fragments[0]).url.rpartition("/")[2]  # type: ignore[union-attr]
+    source.write_bytes(b"not media")  # ...and finds it broken for good
+
+    assert run_until_quiet(ctx, ctx.clock) == ["failed"]  # type: ignore[arg-type]
+    assert list(copies.iterdir()) == []
+
+
+def test_a_sweep_that_gives_up_on_a_broadcast_drops_its_copies(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    """A broadcast whose stitches all died (killed workers) fails in the sweep, not in a stitch."""
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id="killer", names=[c.name for c in clips], copies=1)
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    ctx.clock.now += ctx.settings.settle_seconds + 60  # type: ignore[attr-defined]
+    (broadcast_id,) = pipeline.sweep(ctx).stitches
+    for _ in range(ctx.settings.max_attempts):  # each stitch dies holding the lease
+        with transaction(ctx.sessions) as session:
+            assert repository.acquire_lease(session, broadcast_id, owner="dead", lease=60, now=ctx.clock())
+        ctx.clock.now += 61  # type: ignore[attr-defined]
+
+    assert pipeline.sweep(ctx).given_up == fragments
+    assert list((ctx.settings.work_dir / prefetched.FOLDER).iterdir()) == []
+
+
+def test_copies_are_dropped_by_id_and_by_age(tmp_path: Path) -> None:
+    for name in ("1.mp4", "12.flv", "2.mp4"):
+        (prefetched.folder(tmp_path) / name).write_bytes(b"x")
+    assert prefetched.drop(tmp_path, [1, 12, 99]) == 2
+    old = prefetched.folder(tmp_path) / "2.mp4"
+    os.utime(old, (time.time() - prefetched.KEPT_FOR - 1,) * 2)
+    (prefetched.folder(tmp_path) / "3.mp4").write_bytes(b"x")
+
+    prefetched.drop_stale(tmp_path)
+    assert [p.name for p in prefetched.folder(tmp_path).iterdir()] == ["3.mp4"]
