@@ -208,6 +208,22 @@ def grouped_events(ctx: pipeline.Context) -> list[int]:
     return events
 
 
+def prefetched_broadcast(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str
+) -> list[int]:
+    """Two fragments of clips of the test's own, sent and grouped; their ids, both prefetched."""
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id=stream_id, names=[c.name for c in clips], copies=1)
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    return fragments
+
+
+def source_of(ctx: pipeline.Context, media_dir: Path, fragment_id: int) -> Path:
+    with ctx.sessions() as session:
+        return media_dir / session.get(Fragment, fragment_id).url.rpartition("/")[2]  # type: ignore[union-attr]
+
+
 def test_prefetched_fragments_are_stitched_without_fetching_them_again(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
@@ -230,10 +246,7 @@ def test_prefetched_fragments_are_stitched_without_fetching_them_again(
 def test_a_prefetched_file_changed_on_disk_is_fetched_again(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id="changed", names=[c.name for c in clips], copies=1)
-    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
-    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    fragments = prefetched_broadcast(client, ctx, media_url, media_dir, "changed")
     (ctx.settings.work_dir / prefetched.FOLDER / f"{fragments[0]}.mp4").write_bytes(b"not what was probed")
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
@@ -247,8 +260,7 @@ def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
     send_fragments(client, media_url, media_dir, stream_id="later", names=[c.name for c in clips], copies=1)
     events = grouped_events(ctx)
     fragments = pipeline.fragments_to_prefetch(ctx, events)
-    with ctx.sessions() as session:
-        late = media_dir / session.get(Fragment, fragments[1]).url.rpartition("/")[2]  # type: ignore[union-attr]
+    late = source_of(ctx, media_dir, fragments[1])
     content = late.read_bytes()
     late.unlink()  # not there yet
 
@@ -282,15 +294,10 @@ def test_prefetch_off_fetches_nothing_ahead(
 def test_the_copies_of_a_failed_broadcast_are_dropped(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id="doomed", names=[c.name for c in clips], copies=1)
-    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
-    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    fragments = prefetched_broadcast(client, ctx, media_url, media_dir, "doomed")
     copies = ctx.settings.work_dir / prefetched.FOLDER
     (copies / f"{fragments[0]}.mp4").unlink()  # the stitch fetches that one again...
-    with ctx.sessions() as session:
-        source = media_dir / session.get(Fragment, fragments[0]).url.rpartition("/")[2]  # type: ignore[union-attr]
-    source.write_bytes(b"not media")  # ...and finds it broken for good
+    source_of(ctx, media_dir, fragments[0]).write_bytes(b"not media")  # ...and finds it broken for good
 
     assert run_until_quiet(ctx, ctx.clock) == ["failed"]  # type: ignore[arg-type]
     assert list(copies.iterdir()) == []
@@ -300,10 +307,7 @@ def test_a_sweep_that_gives_up_on_a_broadcast_drops_its_copies(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
     """A broadcast whose stitches all died (killed workers) fails in the sweep, not in a stitch."""
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id="killer", names=[c.name for c in clips], copies=1)
-    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
-    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    fragments = prefetched_broadcast(client, ctx, media_url, media_dir, "killer")
     ctx.clock.now += ctx.settings.settle_seconds + 60  # type: ignore[attr-defined]
     (broadcast_id,) = pipeline.sweep(ctx).stitches
     for _ in range(ctx.settings.max_attempts):  # each stitch dies holding the lease
