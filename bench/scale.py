@@ -3,8 +3,9 @@ on SQLite and then on PostgreSQL. Each worker is a ``recorder worker --concurren
 (the second with ``--no-beat``), as N workers on N machines would run; they share the database,
 Redis, the media server and the archive directory.
 
-Throughput counts from the moment the broadcasts start stitching (the sweep settles all eight
-at once) to the last one archived, so the settle wait does not dilute it. Over the same window,
+Throughput counts from the first callback sent to the last broadcast archived, the 1 s settle
+included: the workers fetch and probe each fragment as its callback is handled (prefetch), so
+part of the work is done while the broadcasts settle. Over the same window,
 the workers' CPU time (their process trees, ffmpeg and ffprobe included) over the wall time says
 how many cores they kept busy: a worker that keeps c cores busy alone leaves two workers on two
 cores at most ~2/c times its throughput. The archive goes to a
@@ -42,22 +43,19 @@ BROADCASTS = 8
 def run_batch(
     db: Database, base: str, base_media: str, files: list[Path], seconds: int, count: int, pids: list[int]
 ) -> tuple[float, float]:
-    """Send ``count`` broadcasts to the workers ``pids``: seconds from the first seen stitching to
-    the last archived, and the cores the workers' process trees kept busy meanwhile."""
+    """Send ``count`` broadcasts to the workers ``pids``: seconds from the first callback sent to
+    the last broadcast archived, and the cores the workers' process trees kept busy meanwhile."""
     names = [f.name for f in files]
     stream_ids = [f"scale_{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    start, cpu_at_start = time.monotonic(), cpu_seconds(pids)
     for stream_id in stream_ids:
         send_broadcast(base, base_media, stream_id, files, seconds, names=names)
-    first, cpu_at_first = None, 0.0
-    deadline = time.monotonic() + 600
+    deadline = start + 600
     while True:
         statuses = db.statuses(stream_ids)
         now = time.monotonic()
-        if first is None and any(s in ("stitching", "archived") for s in statuses.values()):
-            first, cpu_at_first = now, cpu_seconds(pids)
         if len(statuses) == count and all(s == "archived" for s in statuses.values()):
-            took = max(now - (first or now), 1e-3)
-            return took, (cpu_seconds(pids) - cpu_at_first) / took
+            return now - start, (cpu_seconds(pids) - cpu_at_start) / (now - start)
         if now > deadline:
             raise TimeoutError(f"not archived within 600 s: {statuses}")
         time.sleep(0.05)
