@@ -118,9 +118,11 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
         except (FetchError, StitchError) as error:
             log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
             return "failed"
-        prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
-    with transaction(ctx.sessions) as session:
-        repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
+        with transaction(ctx.sessions) as session:
+            repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
+            settling = repository.still_settling(session, fragment.id)
+        if settling:  # else its stitch began meanwhile, fetching it itself, and may be done dropping copies
+            prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
     return "fetched"
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -329,3 +330,26 @@ def test_copies_are_dropped_by_id_and_by_age(tmp_path: Path) -> None:
 
     prefetched.drop_stale(tmp_path)
     assert [p.name for p in prefetched.folder(tmp_path).iterdir()] == ["3.mp4"]
+
+
+def test_a_prefetch_overtaken_by_its_stitch_keeps_no_copy(
+    client: FlaskClient,
+    ctx: pipeline.Context,
+    media_url: str,
+    media_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broadcast settles while the prefetch downloads: its stitch fetches the fragment itself
+    and may have dropped its copies already, so a copy kept now would stay for a day."""
+    send_fragments(client, media_url, media_dir, stream_id="overtaken", clips=range(1), copies=1)
+    (fragment,) = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    probe = stitch.probe
+
+    def settle_meanwhile(path: Path, **options: Any) -> stitch.ProbeFacts:
+        ctx.clock.now += ctx.settings.settle_seconds + 60  # type: ignore[attr-defined]
+        assert pipeline.sweep(ctx).stitches
+        return probe(path, **options)
+
+    monkeypatch.setattr(stitch, "probe", settle_meanwhile)
+    assert pipeline.prefetch(ctx, fragment) == "fetched"  # the probe is saved: the stitch reuses it
+    assert list((ctx.settings.work_dir / prefetched.FOLDER).iterdir()) == []

@@ -388,19 +388,16 @@ def sweep(
     memory, timed out); after ``max_attempts`` such deaths the broadcast fails
     instead of killing workers forever.
     """
-    given_up = list(
-        session.scalars(
-            select(Broadcast.id).where(
-                Broadcast.status == "stitching",
-                Broadcast.lease_owner.is_not(None),
-                Broadcast.lease_until < now,
-                Broadcast.attempts >= max_attempts,
-            )
-        )
+    dead = (
+        Broadcast.status == "stitching",
+        Broadcast.lease_owner.is_not(None),
+        Broadcast.lease_until < now,
+        Broadcast.attempts >= max_attempts,
     )
+    given_up = list(session.scalars(select(Broadcast.id).where(*dead)))
     session.execute(
         update(Broadcast)
-        .where(Broadcast.id.in_(given_up))
+        .where(Broadcast.id.in_(given_up), *dead)  # again: a stitch may have taken the lease meanwhile
         .values(
             status="failed",
             error=literal(
@@ -572,11 +569,19 @@ def record_failure(
     return "failed"
 
 
+def _settling() -> ColumnElement[bool]:
+    """The fragment's broadcast has not started stitching."""
+    return Fragment.broadcast_id.in_(select(Broadcast.id).where(Broadcast.status.in_(("open", "settling"))))
+
+
 def _worth_prefetching() -> tuple[ColumnElement[bool], ...]:
     """A fragment worth fetching before its broadcast settles: grouped into a broadcast that has
     not started stitching, one file (not an HLS playlist), not fetched and probed yet."""
-    waiting = select(Broadcast.id).where(Broadcast.status.in_(("open", "settling")))
-    return (Fragment.broadcast_id.in_(waiting), Fragment.probe.is_(None), Fragment.format != "hls")
+    return (_settling(), Fragment.probe.is_(None), Fragment.format != "hls")
+
+
+def still_settling(session: Session, fragment_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(Fragment.id == fragment_id, _settling()))))
 
 
 def fragments_to_prefetch(session: Session, event_ids: Sequence[int]) -> list[int]:
