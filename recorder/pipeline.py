@@ -73,7 +73,7 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
     """
     with _scratch(ctx, "probe") as work:
         fetched = _fetch_one(ctx, fragment, work)
-        if isinstance(fetched, Fetched) and fragment.format != "hls":  # for the stitch
+        if ctx.settings.prefetch and isinstance(fetched, Fetched) and fragment.format != "hls":  # for the stitch
             prefetched.keep(ctx.settings.work_dir, fragment.id, fragment.format, fetched.got.path)
     duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
