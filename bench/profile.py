@@ -2,8 +2,8 @@
 
     python -m bench.profile [--seconds 60] [--s3]
 
-Ingests 4 MP4 fragments through the real app (a Flask test client), settles them, then runs
-``pipeline.stitch_broadcast`` under the profiler; media come from a loopback HTTP server and,
+Ingests 4 MP4 fragments through the real app (a Flask test client), prefetches and settles
+them, then runs ``pipeline.stitch_broadcast`` under the profiler; media come from a loopback HTTP server and,
 with ``--s3``, the archive goes to moto's S3 server, as in bench.e2e.
 """
 
@@ -31,6 +31,9 @@ class _NoBroker:
 
     def handle_later(self, event_id: int) -> None:
         pass
+
+    def tell_workers(self, command: str, **arguments: object) -> bool:
+        return True
 
 
 def main() -> None:
@@ -75,6 +78,8 @@ def main() -> None:
             events = [e.id for e in session.query(Event).all()]
         for event_id in events:
             pipeline.handle_event(ctx, event_id)
+        for fragment_id in pipeline.fragments_to_prefetch(ctx, events):  # as the worker does while it settles
+            pipeline.prefetch(ctx, fragment_id)
         time.sleep(0.1)
         work = pipeline.sweep(ctx)
         (broadcast_id,) = work.stitches
