@@ -73,8 +73,6 @@ def _time_by_probe(ctx: Context, fragment: Fragment) -> None:
     """
     with _scratch(ctx, "probe") as work:
         fetched = _fetch_one(ctx, fragment, work)
-        if ctx.settings.prefetch and isinstance(fetched, Fetched) and fragment.format != "hls":  # for the stitch
-            prefetched.keep(ctx.settings.work_dir, fragment.id, fragment.format, fetched.got.path)
     duration = fetched.facts.duration if isinstance(fetched, Fetched) else 0.0
     with transaction(ctx.sessions) as session:
         repository.save_timing(session, fragment.id, start=fragment.received_at - duration, duration=duration)
@@ -99,7 +97,7 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
     """
     work_dir = ctx.settings.work_dir
     with ctx.sessions() as session:
-        fragment = repository.fragment_to_prefetch(session, fragment_id)
+        fragment = repository.fragment_worth_prefetching(session, fragment_id)
     if fragment is None:  # gone, probed already, or its broadcast is being stitched
         return "skipped"
     prefetched.drop_stale(work_dir)
@@ -118,11 +116,12 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
         except (FetchError, StitchError) as error:
             log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
             return "failed"
-        with transaction(ctx.sessions) as session:
-            repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
-            settling = repository.still_settling(session, fragment.id)
-        if settling:  # else its stitch began meanwhile, fetching it itself, and may be done dropping copies
-            prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
+        prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
+    with transaction(ctx.sessions) as session:
+        repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
+        waiting = repository.not_yet_stitching(session, fragment.id)
+    if not waiting:  # its stitch began meanwhile, fetched it itself, and may be done dropping copies
+        prefetched.drop(work_dir, [fragment.id])
     return "fetched"
 
 
@@ -142,7 +141,7 @@ def sweep(ctx: Context) -> repository.SweepWork:
             max_attempts=ctx.settings.max_attempts,
             now=ctx.clock(),
         )
-    _drop_prefetched(ctx, work.given_up)
+    _drop_prefetched(ctx, work.given_up_fragments)
     return work
 
 
@@ -232,10 +231,12 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
         with _lease_renewed(ctx, broadcast_id), _scratch(ctx, broadcast_id) as work:
             archives = _produce_archives(ctx, job, work)
         with transaction(ctx.sessions) as session:
-            recorded = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
-        if recorded:
+            status = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
+        if status is None:
+            return "lost-lease"
+        if status != "settling":  # else a fragment came meanwhile, and the next version takes the copies
             _drop_prefetched(ctx, [f.id for f in job.fragments])
-        return "archived" if recorded else "lost-lease"
+        return "archived"
     except (FetchError, StorageError, StitchError) as error:
         transient = isinstance(error, StorageError) or (isinstance(error, FetchError) and not error.permanent)
         log.warning("broadcast %s: %s", broadcast_id, error.reason)

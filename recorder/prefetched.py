@@ -6,7 +6,8 @@ copies live in ``<work dir>/fragments``, one per fragment id. Everything here is
 copy that is missing, changed or dropped only means the stitch fetches the fragment itself.
 
 A copy goes when its broadcast is archived or fails for good (on every machine: the worker that
-finished tells the others), when it is a day old, and prefetching stops short of a full disk.
+finished tells the others), or once it is a day old (checked when a worker process starts and at
+each prefetch), and prefetching stops short of a full disk.
 """
 
 from __future__ import annotations
@@ -45,17 +46,16 @@ def room_for(work_dir: Path, size: int | None) -> bool:
 
 
 def keep(work_dir: Path, fragment_id: int, fmt: str, path: Path) -> None:
-    """Move a fetched file (in the same work dir) into the folder, if there is room."""
-    if room_for(work_dir, path.stat().st_size):
-        os.replace(path, copy_of(work_dir, fragment_id, fmt))
+    """Move a fetched file (in the same work dir, so already counted against the disk's room) into the folder."""
+    os.replace(path, copy_of(work_dir, fragment_id, fmt))
 
 
 def take(work_dir: Path, fragment_id: int, fmt: str, dest: Path, *, sha256: str | None) -> Downloaded | None:
     """The kept copy, linked at ``dest``, if it is there and still holds the bytes whose hash
     is ``sha256`` (those that were probed); else None, and a changed copy is dropped."""
-    kept = copy_of(work_dir, fragment_id, fmt)
     if sha256 is None:
         return None
+    kept = copy_of(work_dir, fragment_id, fmt)
     try:
         os.link(kept, dest)
     except OSError:  # not fetched on this machine, or dropped meanwhile

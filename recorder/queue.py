@@ -27,7 +27,7 @@ RUN_JOB = "recorder.run_job"
 
 EVENTS_QUEUE = "events"
 MEDIA_QUEUE = "media"
-PREFETCH_QUEUE = "prefetch"  # its own queue: a burst of prefetches does not hold up due stitches
+PREFETCH_QUEUE = "prefetch"  # its own queue: a burst of prefetches takes turns with due stitches, not the lead
 DROP_PREFETCHED = "drop_prefetched"  # a command to every worker, not a task
 
 
@@ -93,7 +93,7 @@ class Publisher:
             return False
         try:
             publish()
-        except Exception as error:  # broker down: the sweep sends tasks again; dropped copies age out
+        except Exception as error:  # broker down: the sweep sends tasks again; copies not dropped age out
             self._down_until = time.monotonic() + self.pause
             log.warning("could not %s (not trying for %.0f s): %s", what, self.pause, error)
             return False

@@ -271,7 +271,7 @@ def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
 
 
-def test_only_fragments_of_broadcasts_still_settling_are_prefetched(
+def test_only_fragments_of_broadcasts_not_yet_stitching_are_prefetched(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
     send_fragments(client, media_url, media_dir, stream_id="due", copies=1)
@@ -316,7 +316,7 @@ def test_a_sweep_that_gives_up_on_a_broadcast_drops_its_copies(
             assert repository.acquire_lease(session, broadcast_id, owner="dead", lease=60, now=ctx.clock())
         ctx.clock.now += 61  # type: ignore[attr-defined]
 
-    assert pipeline.sweep(ctx).given_up == fragments
+    assert pipeline.sweep(ctx).given_up_fragments == fragments
     assert list((ctx.settings.work_dir / prefetched.FOLDER).iterdir()) == []
 
 

@@ -46,8 +46,10 @@ def _build_before_forking(**_: object) -> None:
 
 @worker_process_init.connect
 def _clear_scratch(**_: object) -> None:
-    """A pool process replacing a killed one removes the scratch files the killed one left."""
+    """A pool process replacing a killed one removes the scratch files the killed one left, and
+    day-old prefetched copies (of broadcasts stitched elsewhere whose drop never reached us)."""
     pipeline.clear_scratch(Settings().work_dir)
+    prefetched.drop_stale(Settings().work_dir)
 
 
 @app.task(name=HANDLE_EVENT)

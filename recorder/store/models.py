@@ -100,7 +100,7 @@ class Broadcast(Base):
 
 class Fragment(Base):
     __tablename__ = "fragments"
-    __table_args__ = (Index("ix_fragments_stream_start", "stream_id", "start"),)
+    __table_args__ = (Index("ix_fragments_stream_start", "stream_id", "start"), Index("ix_fragments_event", "event_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_key: Mapped[str] = mapped_column(String(300), unique=True)

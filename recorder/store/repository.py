@@ -376,7 +376,7 @@ def apply_signal(session: Session, signal: PushSignal | RecordSignal, *, window:
 class SweepWork:
     events: list[int]
     stitches: list[str]
-    given_up: list[int]  # fragments of the broadcasts this sweep failed
+    given_up_fragments: list[int]  # ids of the fragments of the broadcasts this sweep failed
 
 
 def sweep(
@@ -388,26 +388,24 @@ def sweep(
     memory, timed out); after ``max_attempts`` such deaths the broadcast fails
     instead of killing workers forever.
     """
-    dead = (
-        Broadcast.status == "stitching",
-        Broadcast.lease_owner.is_not(None),
-        Broadcast.lease_until < now,
-        Broadcast.attempts >= max_attempts,
-    )
-    given_up = list(session.scalars(select(Broadcast.id).where(*dead)))
-    session.execute(
-        update(Broadcast)
-        .where(Broadcast.id.in_(given_up), *dead)  # again: a stitch may have taken the lease meanwhile
-        .values(
-            status="failed",
-            error=literal(
-                f"stitching stopped {max_attempts} times without finishing (worker killed or timed out); last worker: ",
-                String,
+    reason = f"stitching stopped {max_attempts} times without finishing (worker killed or timed out); last worker: "
+    given_up = list(
+        session.scalars(
+            update(Broadcast)
+            .where(
+                Broadcast.status == "stitching",
+                Broadcast.lease_owner.is_not(None),
+                Broadcast.lease_until < now,
+                Broadcast.attempts >= max_attempts,
             )
-            + Broadcast.lease_owner,
-            lease_owner=None,
-            lease_until=None,
-            updated_at=now,
+            .values(
+                status="failed",
+                error=literal(reason, String) + Broadcast.lease_owner,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
+            .returning(Broadcast.id)
         )
     )
     events = list(
@@ -528,11 +526,12 @@ def _held(session: Session, broadcast_id: str, owner: str) -> Broadcast | None:
     return broadcast
 
 
-def record_archives(session: Session, job: StitchJob, archives: list[Archive], *, owner: str, now: float) -> bool:
-    """Publish stored archives (one per format) as the next version; False if the lease was lost."""
+def record_archives(session: Session, job: StitchJob, archives: list[Archive], *, owner: str, now: float) -> str | None:
+    """Publish stored archives (one per format) as the next version; the broadcast's new status
+    (settling again if fragments arrived meanwhile), or None if the lease was lost."""
     broadcast = _held(session, job.broadcast_id, owner)
     if broadcast is None or broadcast.version + 1 != job.next_version:
-        return False
+        return None
     session.add_all(archives)
     broadcast.version = job.next_version
     current = set(session.execute(select(Fragment.id).filter_by(broadcast_id=broadcast.id)).scalars())
@@ -546,7 +545,7 @@ def record_archives(session: Session, job: StitchJob, archives: list[Archive], *
     broadcast.attempts = 0
     broadcast.first_failure_at = broadcast.next_attempt_at = None
     broadcast.updated_at = now
-    return True
+    return broadcast.status
 
 
 def record_failure(
@@ -569,19 +568,19 @@ def record_failure(
     return "failed"
 
 
-def _settling() -> ColumnElement[bool]:
-    """The fragment's broadcast has not started stitching."""
+def _not_yet_stitching() -> ColumnElement[bool]:
+    """The fragment's broadcast is open or settling."""
     return Fragment.broadcast_id.in_(select(Broadcast.id).where(Broadcast.status.in_(("open", "settling"))))
 
 
 def _worth_prefetching() -> tuple[ColumnElement[bool], ...]:
     """A fragment worth fetching before its broadcast settles: grouped into a broadcast that has
     not started stitching, one file (not an HLS playlist), not fetched and probed yet."""
-    return (_settling(), Fragment.probe.is_(None), Fragment.format != "hls")
+    return (_not_yet_stitching(), Fragment.probe.is_(None), Fragment.format != "hls")
 
 
-def still_settling(session: Session, fragment_id: int) -> bool:
-    return bool(session.scalar(select(exists().where(Fragment.id == fragment_id, _settling()))))
+def not_yet_stitching(session: Session, fragment_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(Fragment.id == fragment_id, _not_yet_stitching()))))
 
 
 def fragments_to_prefetch(session: Session, event_ids: Sequence[int]) -> list[int]:
@@ -590,7 +589,7 @@ def fragments_to_prefetch(session: Session, event_ids: Sequence[int]) -> list[in
     return list(session.scalars(query.order_by(Fragment.id)))
 
 
-def fragment_to_prefetch(session: Session, fragment_id: int) -> Fragment | None:
+def fragment_worth_prefetching(session: Session, fragment_id: int) -> Fragment | None:
     """The fragment, if it is (still) worth prefetching."""
     return session.scalars(select(Fragment).where(Fragment.id == fragment_id, *_worth_prefetching())).first()
 
@@ -598,7 +597,8 @@ def fragment_to_prefetch(session: Session, fragment_id: int) -> Fragment | None:
 def fragment_ids(session: Session, broadcast_ids: Sequence[str]) -> list[int]:
     if not broadcast_ids:
         return []
-    return list(session.scalars(select(Fragment.id).where(Fragment.broadcast_id.in_(broadcast_ids))))
+    query = select(Fragment.id).where(Fragment.broadcast_id.in_(broadcast_ids))
+    return list(session.scalars(query.order_by(Fragment.id)))
 
 
 def save_probe(session: Session, fragment_id: int, *, probe: str, sha256: str) -> None:
