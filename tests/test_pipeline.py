@@ -353,3 +353,38 @@ def test_a_prefetch_overtaken_by_its_stitch_keeps_no_copy(
     monkeypatch.setattr(stitch, "probe", settle_meanwhile)
     assert pipeline.prefetch(ctx, fragment) == "fetched"  # the probe is saved: the stitch reuses it
     assert list((ctx.settings.work_dir / prefetched.FOLDER).iterdir()) == []
+
+
+def test_copies_stay_when_a_fragment_arriving_mid_stitch_calls_for_another_version(
+    client: FlaskClient,
+    ctx: pipeline.Context,
+    media_url: str,
+    media_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fragments = prefetched_broadcast(client, ctx, media_url, media_dir, "late")
+    produce = pipeline._produce_archives
+
+    def late_fragment_meanwhile(*args: Any) -> list[Any]:
+        archives = produce(*args)
+        with ctx.sessions() as session:
+            end = session.execute(select(Broadcast)).scalar_one().ended_at
+        body = record_body(
+            stream_id="late",
+            file_id="late-next",
+            video_url=f"{media_url}/clip2.mp4",
+            file_size=(media_dir / "clip2.mp4").stat().st_size,
+            start_time=int(end) + 2,
+            end_time=int(end) + 8,
+            duration=6,
+        )
+        assert client.post("/v1/callbacks/tencent", json=body).status_code == 200
+        grouped_events(ctx)
+        return archives
+
+    monkeypatch.setattr(pipeline, "_produce_archives", late_fragment_meanwhile)
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    with ctx.sessions() as session:
+        assert session.execute(select(Broadcast)).scalar_one().status == "settling"  # version 2 to come
+    kept = sorted(p.name for p in (ctx.settings.work_dir / prefetched.FOLDER).iterdir())
+    assert kept == sorted(f"{f}.mp4" for f in fragments)  # for the next stitch

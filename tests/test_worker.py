@@ -9,9 +9,10 @@ import psutil
 import pytest
 import requests
 
+from recorder import prefetched
 from recorder.config import Settings
 from recorder.demo import process, wait_for
-from recorder.queue import default_time_limit
+from recorder.queue import DROP_PREFETCHED, Publisher, default_time_limit
 from tests.factories import ADMIN, record_body
 from tests.processes import CLI, serve_and_work, service_env
 from worker.celery_app import apply_time_limit, make_celery
@@ -95,3 +96,28 @@ def test_the_worker_sets_its_time_limit_when_it_starts_and_the_visibility_timeou
     limit = given or default_time_limit(settings)
     assert celery.conf.task_time_limit == limit
     assert celery.conf.broker_transport_options["visibility_timeout"] > 2 * limit  # never redelivered while running
+
+
+def test_every_worker_drops_the_copies_it_is_told_to_drop(tmp_path: Path, redis_url: str) -> None:
+    """The command a worker sends when a broadcast is done reaches the others' work dirs (two
+    workers, as on two machines), and only the copies it names go."""
+    env = service_env(tmp_path, broker_url=f"{redis_url.rsplit('/', 1)[0]}/8")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    copies = [Path(env["RECORDER_WORK_DIR"]) / name / prefetched.FOLDER for name in ("a", "b")]
+    for folder in copies:
+        folder.mkdir(parents=True)
+        for name in ("7.mp4", "8.flv", "70.mp4"):
+            (folder / name).write_bytes(b"x")
+    argv = [*CLI, "worker", "--concurrency=1", "--no-beat"]
+    with (
+        process(argv, {**env, "RECORDER_WORK_DIR": str(copies[0].parent)}, logs[0]),
+        process(argv, {**env, "RECORDER_WORK_DIR": str(copies[1].parent)}, logs[1]),
+    ):
+        for log in logs:
+            wait_for(lambda log=log: "ready." in log.read_text() or _not_yet(), what=f"worker {log.stem}")
+        publisher = Publisher(Settings(broker_url=env["RECORDER_BROKER_URL"]))
+        assert publisher.tell_workers(DROP_PREFETCHED, fragment_ids=[7, 8])
+        wait_for(
+            lambda: all(sorted(p.name for p in folder.iterdir()) == ["70.mp4"] for folder in copies) or _not_yet(),
+            what="the copies dropped on both workers",
+        )
