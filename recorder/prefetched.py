@@ -36,7 +36,7 @@ def folder(work_dir: Path) -> Path:
 
 
 def copy_of(work_dir: Path, fragment_id: int, fmt: str) -> Path:
-    return folder(work_dir) / f"{fragment_id}.{fmt}"
+    return work_dir / FOLDER / f"{fragment_id}.{fmt}"
 
 
 def room_for(work_dir: Path, size: int | None) -> bool:
@@ -47,6 +47,7 @@ def room_for(work_dir: Path, size: int | None) -> bool:
 
 def keep(work_dir: Path, fragment_id: int, fmt: str, path: Path) -> None:
     """Move a fetched file (in the same work dir, so already counted against the disk's room) into the folder."""
+    folder(work_dir)
     os.replace(path, copy_of(work_dir, fragment_id, fmt))
 
 

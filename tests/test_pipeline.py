@@ -209,13 +209,22 @@ def grouped_events(ctx: pipeline.Context) -> list[int]:
     return events
 
 
+def own_broadcast(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str
+) -> tuple[list[Path], list[int], list[int]]:
+    """Two fragments of clips of the test's own, sent and grouped: the clips, the events, and
+    the fragments to prefetch."""
+    clips = own_clips(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id=stream_id, names=[c.name for c in clips], copies=1)
+    events = grouped_events(ctx)
+    return clips, events, pipeline.fragments_to_prefetch(ctx, events)
+
+
 def prefetched_broadcast(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str
 ) -> list[int]:
-    """Two fragments of clips of the test's own, sent and grouped; their ids, both prefetched."""
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id=stream_id, names=[c.name for c in clips], copies=1)
-    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    """own_broadcast's fragments, both prefetched."""
+    _, _, fragments = own_broadcast(client, ctx, media_url, media_dir, stream_id)
     assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
     return fragments
 
@@ -228,10 +237,7 @@ def source_of(ctx: pipeline.Context, media_dir: Path, fragment_id: int) -> Path:
 def test_prefetched_fragments_are_stitched_without_fetching_them_again(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id="prefetched", names=[c.name for c in clips], copies=1)
-    events = grouped_events(ctx)
-    fragments = pipeline.fragments_to_prefetch(ctx, events)
+    clips, events, fragments = own_broadcast(client, ctx, media_url, media_dir, "prefetched")
 
     assert len(fragments) == 2
     assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
@@ -257,10 +263,7 @@ def test_a_prefetched_file_changed_on_disk_is_fetched_again(
 def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
 ) -> None:
-    clips = own_clips(media_dir)
-    send_fragments(client, media_url, media_dir, stream_id="later", names=[c.name for c in clips], copies=1)
-    events = grouped_events(ctx)
-    fragments = pipeline.fragments_to_prefetch(ctx, events)
+    _, events, fragments = own_broadcast(client, ctx, media_url, media_dir, "later")
     late = source_of(ctx, media_dir, fragments[1])
     content = late.read_bytes()
     late.unlink()  # not there yet

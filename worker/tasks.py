@@ -48,8 +48,9 @@ def _build_before_forking(**_: object) -> None:
 def _clear_scratch(**_: object) -> None:
     """A pool process replacing a killed one removes the scratch files the killed one left, and
     day-old prefetched copies (of broadcasts stitched elsewhere whose drop never reached us)."""
-    pipeline.clear_scratch(Settings().work_dir)
-    prefetched.drop_stale(Settings().work_dir)
+    work_dir = Settings().work_dir
+    pipeline.clear_scratch(work_dir)
+    prefetched.drop_stale(work_dir)
 
 
 @app.task(name=HANDLE_EVENT)

@@ -91,14 +91,8 @@ SMALL = ["clip0.mp4", "clip1.mp4", "clip2.mp4"]  # the session's media_url: 320x
 def test_worker_killed_during_download(
     cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
 ) -> None:
-    cluster.serve()
-    worker = cluster.worker("w1", prefetch="0")  # the stitch downloads
-    heavy_media.rate = 1_000_000  # ~8 s per clip
-    for body in bodies(heavy_media.url, heavy_media_dir, "kill_in_download", BIG):
-        ledger.post(body)
-    kill(wait_for(lambda: connected_to(worker.pid, heavy_media.port), what="a download", timeout=30))
+    kill_the_first_download(cluster, ledger, heavy_media, heavy_media_dir, "kill_in_download", prefetch="0")
     count("faults")
-    heavy_media.rate = None
     finish(cluster, ledger)
 
 
@@ -107,15 +101,23 @@ def test_worker_killed_during_a_prefetch(
 ) -> None:
     """A prefetch killed mid-download leaves its fragment to the stitch (or to the prefetch
     Redis delivers again), and its partial file to the pool process that replaces it."""
-    cluster.serve()
-    worker = cluster.worker("w1")
-    heavy_media.rate = 1_000_000
-    for body in bodies(heavy_media.url, heavy_media_dir, "kill_in_prefetch", BIG):
-        ledger.post(body)
-    kill(wait_for(lambda: connected_to(worker.pid, heavy_media.port), what="a prefetch", timeout=30))
+    kill_the_first_download(cluster, ledger, heavy_media, heavy_media_dir, "kill_in_prefetch")
     count("faults")
-    heavy_media.rate = None
     finish(cluster, ledger)
+
+
+def kill_the_first_download(
+    cluster: Cluster, ledger: Ledger, media: MediaServer, media_dir: Path, stream_id: str, **worker_env: str
+) -> None:
+    """Send a broadcast of slow media and kill the worker's process that first downloads it: the
+    stitch's with prefetch off, else a prefetch's. The media is quick again once it is dead."""
+    cluster.serve()
+    worker = cluster.worker("w1", **worker_env)
+    media.rate = 1_000_000  # ~8 s per clip
+    for body in bodies(media.url, media_dir, stream_id, BIG):
+        ledger.post(body)
+    kill(wait_for(lambda: connected_to(worker.pid, media.port), what="a download", timeout=30))
+    media.rate = None
 
 
 def kill_at_ffmpeg(cluster: Cluster) -> None:
