@@ -49,6 +49,7 @@ BACKOFF = 0.5  # seconds before the first retry; doubles each time
 HLS_WORKERS = 4
 CHUNK = 1024 * 1024
 SEGMENT_SUFFIXES = {".ts", ".m4s", ".mp4", ".aac", ".m4a", ".mp3"}
+HLS_INDEX = "index.m3u8"  # the playlist of a local HLS copy
 
 _HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _PATTERN = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<host>(?:\*\.)?[a-z0-9_.-]+))(?::(?P<port>\d{1,5}))?")
@@ -424,7 +425,7 @@ def download_hls(
 ) -> Downloaded:
     """Copy an HLS playlist and everything it references into ``dest_dir``.
 
-    Returns ``dest_dir/index.m3u8``, a VOD playlist naming only local files (seg00000.ts,
+    Returns ``dest_dir/index.m3u8`` (HLS_INDEX), a VOD playlist naming only local files (seg00000.ts,
     key00000.key, init00000.mp4), for ffmpeg with ``-protocol_whitelist file,crypto``. ffmpeg's
     hls demuxer refuses a ``.key`` file by its extension, so an encrypted copy also needs
     ``-allowed_extensions ALL``, which is safe here: the playlist names nothing we did not write.
@@ -434,7 +435,6 @@ def download_hls(
         url, allow=allow, timeout=timeout, attempts=attempts, max_segments=max_segments, max_depth=max_depth
     )
     files: dict[str, tuple[str, int | None]] = {}  # absolute URL -> (local name, expected size)
-    media: list[str] = []  # local names of init sections and segments, in order, once each
     counts: dict[str, int] = {}
 
     def local(uri: str, prefix: str, suffix: str, size: int | None = None) -> str:
@@ -443,8 +443,6 @@ def download_hls(
         if absolute not in files:
             counts[prefix] = counts.get(prefix, 0) + 1
             files[absolute] = (f"{prefix}{counts[prefix] - 1:05d}{suffix}", size)
-            if prefix != "key":
-                media.append(files[absolute][0])
         return files[absolute][0]
 
     lines = [
@@ -509,13 +507,31 @@ def download_hls(
         for future in done:
             future.result()
 
-    digest = hashlib.sha256()
-    total = 0
-    for name in media:
-        with (dest_dir / name).open("rb") as f:
+    index = dest_dir / HLS_INDEX
+    index.write_text("\n".join(lines) + "\n")
+    return Downloaded(index, *hls_copy_digest(index))
+
+
+def hls_copy_digest(index: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a local copy made by download_hls: over its media files (init
+    sections and segments) in playlist order, each once. ValueError if ``index`` names anything
+    but files beside it."""
+    try:
+        playlist = m3u8.loads(index.read_text(encoding="utf-8"))
+    except Exception as exc:  # changed on disk: the parser's errors are not a documented set
+        raise ValueError(f"{index} cannot be parsed: {exc}") from exc
+    names = dict.fromkeys(
+        uri
+        for segment in playlist.segments
+        for uri in (segment.init_section.uri if segment.init_section else None, segment.uri)
+        if uri
+    )
+    digest, total = hashlib.sha256(), 0
+    for name in names:
+        if PurePosixPath(name).name != name:
+            raise ValueError(f"{index} names {name!r}, not a file beside it")
+        with (index.parent / name).open("rb") as f:
             while chunk := f.read(CHUNK):
                 total += len(chunk)
                 digest.update(chunk)
-    index = dest_dir / "index.m3u8"
-    index.write_text("\n".join(lines) + "\n")
-    return Downloaded(index, total, digest.hexdigest())
+    return total, digest.hexdigest()

@@ -105,18 +105,12 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
         return "no room"
     with _scratch(ctx, "prefetch") as work:
         try:
-            got = fetch.download(
-                fragment.url,
-                work / f"{fragment.id}.{fragment.format}",
-                allow=ctx.allow,
-                expected_size=fragment.file_size,
-                timeout=ctx.settings.download_timeout,
-            )
+            got = _download(ctx, fragment, _local_name(work, fragment))
             facts = stitch.probe(got.path, fmt=fragment.format)
         except (FetchError, StitchError) as error:
             log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
             return "failed"
-        prefetched.keep(work_dir, fragment.id, fragment.format, got.path)
+        prefetched.keep(work_dir, fragment.id, fragment.format, got)
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
         waiting = repository.not_yet_stitching(session, fragment.id)
@@ -294,16 +288,10 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken
     Transient download errors propagate (the broadcast is retried); a fragment
     that is permanently unusable comes back with the reason.
     """
-    timeout = ctx.settings.download_timeout
+    dest = _local_name(work, fragment)
     try:
-        if fragment.format == "hls":
-            got = fetch.download_hls(fragment.url, work / f"hls-{fragment.id}", allow=ctx.allow, timeout=timeout)
-        else:
-            dest = work / f"{fragment.id}.{fragment.format}"
-            kept = prefetched.take(ctx.settings.work_dir, fragment.id, fragment.format, dest, sha256=fragment.sha256)
-            got = kept or fetch.download(
-                fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout
-            )
+        kept = prefetched.take(ctx.settings.work_dir, fragment.id, fragment.format, dest, sha256=fragment.sha256)
+        got = kept or _download(ctx, fragment, dest)
         cached = json.loads(fragment.probe) if fragment.probe and fragment.sha256 == got.sha256 else None
         if cached is not None and "discontinuities" in cached:  # probes from older versions lack exact timing
             return Fetched(fragment, got, stitch.ProbeFacts.from_dict(cached))
@@ -317,6 +305,18 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
     return Fetched(fragment, got, facts)
+
+
+def _local_name(work: Path, fragment: Fragment) -> Path:
+    """Where a fragment is fetched to in ``work``: a file, or for HLS a folder for its copy."""
+    return work / f"{fragment.id}.{fragment.format}"
+
+
+def _download(ctx: Context, fragment: Fragment, dest: Path) -> fetch.Downloaded:
+    timeout = ctx.settings.download_timeout
+    if fragment.format == "hls":
+        return fetch.download_hls(fragment.url, dest, allow=ctx.allow, timeout=timeout)
+    return fetch.download(fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout)
 
 
 def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> list[Archive]:

@@ -2,8 +2,9 @@
 
 A worker fetches and probes each fragment when its callback is handled (pipeline.prefetch), so
 that the stitch, once the broadcast settles, finds the file here instead of downloading it. The
-copies live in ``<work dir>/fragments``, one per fragment id. Everything here is best effort: a
-copy that is missing, changed or dropped only means the stitch fetches the fragment itself.
+copies live in ``<work dir>/fragments``, one per fragment id: a file, or for an HLS playlist a
+folder (fetch.download_hls's copy). Everything here is best effort: a copy that is missing,
+changed or dropped only means the stitch fetches the fragment itself.
 
 A copy goes when its broadcast is archived or fails for good (on every machine: the worker that
 finished tells the others), or once it is a day old (checked when a worker process starts and at
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from recorder.archive import sha256_file
-from recorder.fetch import Downloaded
+from recorder.fetch import HLS_INDEX, Downloaded, hls_copy_digest
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +46,43 @@ def room_for(work_dir: Path, size: int | None) -> bool:
     return disk.free - (size or 0) > max(DISK_RESERVE, disk.total // 10)
 
 
-def keep(work_dir: Path, fragment_id: int, fmt: str, path: Path) -> None:
-    """Move a fetched file (in the same work dir, so already counted against the disk's room) into the folder."""
+def keep(work_dir: Path, fragment_id: int, fmt: str, fetched: Downloaded) -> None:
+    """Move a fetched file, or an HLS copy's folder (in the same work dir, so already counted
+    against the disk's room), into the folder."""
+    kept = copy_of(work_dir, fragment_id, fmt)
     folder(work_dir)
-    os.replace(path, copy_of(work_dir, fragment_id, fmt))
+    if fmt == "hls":
+        _remove(kept)  # a folder cannot replace a folder that has files
+        os.replace(fetched.path.parent, kept)
+    else:
+        os.replace(fetched.path, kept)
 
 
 def take(work_dir: Path, fragment_id: int, fmt: str, dest: Path, *, sha256: str | None) -> Downloaded | None:
-    """The kept copy, linked at ``dest``, if it is there and still holds the bytes whose hash
-    is ``sha256`` (those that were probed); else None, and a changed copy is dropped."""
+    """The kept copy, linked at ``dest`` (for HLS: a folder of links), if it is there and still
+    holds the bytes whose hash is ``sha256`` (those that were probed); else None, and a changed
+    copy is dropped."""
     if sha256 is None:
         return None
     kept = copy_of(work_dir, fragment_id, fmt)
+    path = dest / HLS_INDEX if fmt == "hls" else dest
     try:
-        os.link(kept, dest)
+        if fmt == "hls":
+            shutil.copytree(kept, dest, copy_function=os.link)
+            size, actual = hls_copy_digest(path)
+        else:
+            os.link(kept, dest)
+            size, actual = sha256_file(dest)
     except OSError:  # not fetched on this machine, or dropped meanwhile
+        _remove(dest)
         return None
-    size, actual = sha256_file(dest)
+    except ValueError:  # its playlist changed
+        size, actual = 0, ""
     if actual == sha256:
-        return Downloaded(dest, size, actual)
+        return Downloaded(path, size, actual)
     log.warning("fragment %s: the prefetched file changed on disk; fetching it again", fragment_id)
-    dest.unlink()
-    kept.unlink(missing_ok=True)
+    _remove(dest)
+    _remove(kept)
     return None
 
 
@@ -76,7 +92,7 @@ def drop(work_dir: Path, fragment_ids: Iterable[int]) -> int:
     dropped = 0
     for fragment_id in fragment_ids:
         for path in here.glob(f"{int(fragment_id)}.*"):  # int(): the ids may come from a message
-            path.unlink(missing_ok=True)
+            _remove(path)
             dropped += 1
     return dropped
 
@@ -87,6 +103,14 @@ def drop_stale(work_dir: Path, *, now: float | None = None) -> None:
     for path in folder(work_dir).iterdir():
         try:
             if path.stat().st_mtime < limit:
-                path.unlink()
+                _remove(path)
         except FileNotFoundError:  # another process dropped it first
             pass
+
+
+def _remove(path: Path) -> None:
+    """Remove a copy, file or folder, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

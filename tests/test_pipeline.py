@@ -18,9 +18,10 @@ from sqlalchemy import select
 from recorder import fetch, pipeline, prefetched, stitch
 from recorder.config import Settings
 from recorder.demo import free_port
+from recorder.samples import make_clip
 from recorder.store import repository
 from recorder.store.db import transaction
-from recorder.store.models import Broadcast, Event, Fragment
+from recorder.store.models import Archive, Broadcast, Event, Fragment
 from tests.factories import auth, record_body
 
 
@@ -43,6 +44,7 @@ def send_fragments(
     clips: range = range(3),
     copies: int = 2,
     names: list[str] | None = None,
+    fmt: str = "mp4",
 ) -> None:
     """Signed callbacks for 6 s clips (``names`` in ``media_dir``, by default clip0.mp4, ...)
     with ``gap`` seconds between them, shuffled."""
@@ -54,8 +56,9 @@ def send_fragments(
             channel_id=stream_id,
             file_id=f"{stream_id}-{i}",
             record_file_id=f"{stream_id}-{i}",
+            file_format=fmt,
             video_url=f"{media_url}/{name}",
-            file_size=(media_dir / name).stat().st_size,
+            file_size=None if fmt == "hls" else (media_dir / name).stat().st_size,  # a playlist's is not known
             start_time=int(start + i * (6 + gap)),
             end_time=int(start + i * (6 + gap) + 6),
             duration=6,
@@ -324,15 +327,77 @@ def test_a_sweep_that_gives_up_on_a_broadcast_drops_its_copies(
 
 
 def test_copies_are_dropped_by_id_and_by_age(tmp_path: Path) -> None:
-    for name in ("1.mp4", "12.flv", "2.mp4"):
-        (prefetched.folder(tmp_path) / name).write_bytes(b"x")
-    assert prefetched.drop(tmp_path, [1, 12, 99]) == 2
-    old = prefetched.folder(tmp_path) / "2.mp4"
-    os.utime(old, (time.time() - prefetched.KEPT_FOR - 1,) * 2)
-    (prefetched.folder(tmp_path) / "3.mp4").write_bytes(b"x")
+    copies = prefetched.folder(tmp_path)
+    for name in ("1.mp4", "12.flv", "2.mp4", "4.hls/index.m3u8", "5.hls/seg00000.ts"):
+        (copies / name).parent.mkdir(exist_ok=True)
+        (copies / name).write_bytes(b"x")
+    assert prefetched.drop(tmp_path, [1, 12, 4, 99]) == 3
+    for old in ("2.mp4", "5.hls"):
+        os.utime(copies / old, (time.time() - prefetched.KEPT_FOR - 1,) * 2)
+    (copies / "3.mp4").write_bytes(b"x")
 
     prefetched.drop_stale(tmp_path)
-    assert [p.name for p in prefetched.folder(tmp_path).iterdir()] == ["3.mp4"]
+    assert [p.name for p in copies.iterdir()] == ["3.mp4"]
+
+
+def own_playlists(media_dir: Path, count: int = 2) -> list[str]:
+    """HLS copies of 6 s clips under folders of this test's own: their playlists' paths in ``media_dir``."""
+    tag = os.urandom(4).hex()
+    for i in range(count):
+        (media_dir / f"own-{tag}-{i}").mkdir()
+    paths = [
+        make_clip(media_dir / f"own-{tag}-{i}" / fetch.HLS_INDEX, 6, fmt="hls", tone=440 + 220 * i)
+        for i in range(count)
+    ]
+    return [path.relative_to(media_dir).as_posix() for path in paths]
+
+
+def prefetched_playlists(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str
+) -> tuple[list[str], list[int]]:
+    """A broadcast of two HLS playlists of the test's own, both prefetched: the playlists and the fragments."""
+    playlists = own_playlists(media_dir)
+    send_fragments(client, media_url, media_dir, stream_id=stream_id, names=playlists, copies=1, fmt="hls")
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
+    return playlists, fragments
+
+
+def test_prefetched_hls_playlists_are_stitched_without_fetching_them_again(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    playlists, fragments = prefetched_playlists(client, ctx, media_url, media_dir, "hls")
+    copies = ctx.settings.work_dir / prefetched.FOLDER
+    assert all((copies / f"{f}.hls" / fetch.HLS_INDEX).is_file() for f in fragments)  # a folder per playlist
+    for playlist in playlists:
+        shutil.rmtree((media_dir / playlist).parent)  # gone from the media server: only the copies are left
+
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    with ctx.sessions() as session:
+        assert 11.5 < session.execute(select(Archive)).scalar_one().duration < 12.5
+    assert list(copies.iterdir()) == []
+
+
+@pytest.mark.parametrize("change", ["segment", "playlist"])
+def test_a_prefetched_hls_copy_changed_on_disk_is_fetched_again(
+    client: FlaskClient,
+    ctx: pipeline.Context,
+    media_url: str,
+    media_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    change: str,
+) -> None:
+    _, fragments = prefetched_playlists(client, ctx, media_url, media_dir, f"hls-{change}")
+    copy = ctx.settings.work_dir / prefetched.FOLDER / f"{fragments[0]}.hls"
+    if change == "segment":
+        (copy / "seg00001.ts").write_bytes(b"not what was probed")
+    else:
+        (copy / fetch.HLS_INDEX).write_text("#EXTM3U\n#EXTINF:2,\n../../elsewhere.ts\n")
+
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    assert "the prefetched file changed on disk; fetching it again" in caplog.text
+    with ctx.sessions() as session:
+        assert 11.5 < session.execute(select(Archive)).scalar_one().duration < 12.5
 
 
 def test_a_prefetch_overtaken_by_its_stitch_keeps_no_copy(

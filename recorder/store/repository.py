@@ -575,8 +575,8 @@ def _not_yet_stitching() -> ColumnElement[bool]:
 
 def _worth_prefetching() -> tuple[ColumnElement[bool], ...]:
     """A fragment worth fetching before its broadcast settles: grouped into a broadcast that has
-    not started stitching, one file (not an HLS playlist), not fetched and probed yet."""
-    return (_not_yet_stitching(), Fragment.probe.is_(None), Fragment.format != "hls")
+    not started stitching, not fetched and probed yet."""
+    return (_not_yet_stitching(), Fragment.probe.is_(None))
 
 
 def not_yet_stitching(session: Session, fragment_id: int) -> bool:
