@@ -57,6 +57,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Attribute values copied into our playlist: a stray quote or comma could smuggle in a URI.
 _IV = re.compile(r"0x[0-9a-f]{1,32}", re.IGNORECASE)
 _BYTERANGE = re.compile(r"\d{1,15}(@\d{1,15})?")
+_LOCAL_NAME = re.compile(r"(?:seg|init|key)\d{5,}\.[a-z0-9]{1,4}")  # what download_hls names the files it writes
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT = {408, 429}  # plus every 5xx
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -428,8 +429,8 @@ def download_hls(
     Returns ``dest_dir/index.m3u8`` (HLS_INDEX), a VOD playlist naming only local files (seg00000.ts,
     key00000.key, init00000.mp4), for ffmpeg with ``-protocol_whitelist file,crypto``. ffmpeg's
     hls demuxer refuses a ``.key`` file by its extension, so an encrypted copy also needs
-    ``-allowed_extensions ALL``, which is safe here: the playlist names nothing we did not write.
-    Its size and sha256 are over the media files (init sections and segments) in playlist order.
+    ``-allowed_extensions`` naming it (stitch's HLS_EXTENSIONS). Its size and sha256 are
+    hls_copy_digest's.
     """
     playlist, base = _media_playlist(
         url, allow=allow, timeout=timeout, attempts=attempts, max_segments=max_segments, max_depth=max_depth
@@ -513,23 +514,28 @@ def download_hls(
 
 
 def hls_copy_digest(index: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a local copy made by download_hls: over its media files (init
-    sections and segments) in playlist order, each once. ValueError if ``index`` names anything
-    but files beside it."""
+    """Size and SHA-256 of a local copy made by download_hls: over its playlist, then each file
+    the playlist names (keys, init sections, segments) once, in playlist order; the size counts
+    those files. ValueError if the playlist names anything download_hls does not write."""
+    text = index.read_bytes()
     try:
-        playlist = m3u8.loads(index.read_text(encoding="utf-8"))
+        playlist = m3u8.loads(text.decode("utf-8"))
     except Exception as exc:  # changed on disk: the parser's errors are not a documented set
         raise ValueError(f"{index} cannot be parsed: {exc}") from exc
     names = dict.fromkeys(
         uri
         for segment in playlist.segments
-        for uri in (segment.init_section.uri if segment.init_section else None, segment.uri)
+        for uri in (
+            segment.key.uri if segment.key else None,
+            segment.init_section.uri if segment.init_section else None,
+            segment.uri,
+        )
         if uri
     )
-    digest, total = hashlib.sha256(), 0
+    digest, total = hashlib.sha256(text), 0
     for name in names:
-        if PurePosixPath(name).name != name:
-            raise ValueError(f"{index} names {name!r}, not a file beside it")
+        if not _LOCAL_NAME.fullmatch(name):
+            raise ValueError(f"{index} names {name[:80]!r}, which is not a file of its copy")
         with (index.parent / name).open("rb") as f:
             while chunk := f.read(CHUNK):
                 total += len(chunk)

@@ -104,13 +104,16 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
     if not prefetched.room_for(work_dir, fragment.file_size):
         return "no room"
     with _scratch(ctx, "prefetch") as work:
+        fetched = _local_name(work, fragment)
         try:
-            got = _download(ctx, fragment, _local_name(work, fragment))
+            got = _download(ctx, fragment, fetched)
             facts = stitch.probe(got.path, fmt=fragment.format)
         except (FetchError, StitchError) as error:
             log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
             return "failed"
-        prefetched.keep(work_dir, fragment.id, fragment.format, got)
+        if not prefetched.room_for(work_dir, 0):  # a playlist's size is known only now
+            return "no room"
+        prefetched.keep(work_dir, fragment.id, fragment.format, fetched)
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
         waiting = repository.not_yet_stitching(session, fragment.id)
@@ -313,6 +316,7 @@ def _local_name(work: Path, fragment: Fragment) -> Path:
 
 
 def _download(ctx: Context, fragment: Fragment, dest: Path) -> fetch.Downloaded:
+    """Fetch a fragment to ``dest`` (its _local_name), whatever its format."""
     timeout = ctx.settings.download_timeout
     if fragment.format == "hls":
         return fetch.download_hls(fragment.url, dest, allow=ctx.allow, timeout=timeout)

@@ -41,46 +41,45 @@ def copy_of(work_dir: Path, fragment_id: int, fmt: str) -> Path:
 
 
 def room_for(work_dir: Path, size: int | None) -> bool:
-    """Whether a file of ``size`` bytes fits without eating into the reserve."""
+    """Whether ``size`` more bytes fit without eating into the reserve."""
     disk = shutil.disk_usage(folder(work_dir))
     return disk.free - (size or 0) > max(DISK_RESERVE, disk.total // 10)
 
 
-def keep(work_dir: Path, fragment_id: int, fmt: str, fetched: Downloaded) -> None:
-    """Move a fetched file, or an HLS copy's folder (in the same work dir, so already counted
-    against the disk's room), into the folder."""
-    kept = copy_of(work_dir, fragment_id, fmt)
+def keep(work_dir: Path, fragment_id: int, fmt: str, fetched: Path) -> None:
+    """Move a fetched file, or an HLS copy's folder, into the folder (it is in the same work dir,
+    so already counted against the disk's room). An HLS copy that another prefetch of the same
+    fragment kept meanwhile stays: take() checks whichever copy is there."""
     folder(work_dir)
-    if fmt == "hls":
-        _remove(kept)  # a folder cannot replace a folder that has files
-        os.replace(fetched.path.parent, kept)
-    else:
-        os.replace(fetched.path, kept)
+    try:
+        os.replace(fetched, copy_of(work_dir, fragment_id, fmt))
+    except OSError as error:  # a folder cannot replace a folder that has files
+        log.info("fragment %s: a copy is kept already (%s)", fragment_id, error.strerror)
 
 
 def take(work_dir: Path, fragment_id: int, fmt: str, dest: Path, *, sha256: str | None) -> Downloaded | None:
     """The kept copy, linked at ``dest`` (for HLS: a folder of links), if it is there and still
     holds the bytes whose hash is ``sha256`` (those that were probed); else None, and a changed
-    copy is dropped."""
+    or broken copy is dropped."""
     if sha256 is None:
         return None
     kept = copy_of(work_dir, fragment_id, fmt)
-    path = dest / HLS_INDEX if fmt == "hls" else dest
     try:
         if fmt == "hls":
             shutil.copytree(kept, dest, copy_function=os.link)
-            size, actual = hls_copy_digest(path)
         else:
             os.link(kept, dest)
-            size, actual = sha256_file(dest)
     except OSError:  # not fetched on this machine, or dropped meanwhile
         _remove(dest)
         return None
-    except ValueError:  # its playlist changed
+    path = dest / HLS_INDEX if fmt == "hls" else dest
+    try:
+        size, actual = hls_copy_digest(path) if fmt == "hls" else sha256_file(path)
+    except (OSError, ValueError):  # a file of the copy is gone, or its playlist names others
         size, actual = 0, ""
     if actual == sha256:
         return Downloaded(path, size, actual)
-    log.warning("fragment %s: the prefetched file changed on disk; fetching it again", fragment_id)
+    log.warning("fragment %s: the prefetched copy changed on disk; fetching it again", fragment_id)
     _remove(dest)
     _remove(kept)
     return None

@@ -474,8 +474,8 @@ def test_hls_relative_segments_are_downloaded_and_rewritten(
     for n, body in enumerate(bodies):
         assert (tmp_path / "hls" / f"seg{n:05d}.ts").read_bytes() == body
     assert (tmp_path / "hls" / "key00000.key").read_bytes() == b"k" * 16
-    everything = b"".join(bodies)
-    assert (got.size, got.sha256) == (len(everything), hashlib.sha256(everything).hexdigest())
+    files = b"k" * 16 + b"".join(bodies)  # in playlist order, after the playlist itself
+    assert (got.size, got.sha256) == (len(files), hashlib.sha256(got.path.read_bytes() + files).hexdigest())
     assert sorted(p.name for p in (tmp_path / "hls").iterdir()) == [
         "index.m3u8",
         "key00000.key",
@@ -522,7 +522,7 @@ def test_hls_fmp4_byte_ranges_share_one_download(server: HTTPServer, allow: Host
         "#EXT-X-BYTERANGE:20@10",
         "seg00000.m4s",
     ]
-    assert (got.size, got.sha256) == (38, hashlib.sha256(b"I" * 8 + b"S" * 30).hexdigest())
+    assert (got.size, got.sha256) == (38, hashlib.sha256(got.path.read_bytes() + b"I" * 8 + b"S" * 30).hexdigest())
     assert sorted(r.path for r, _ in server.log) == ["/v/all.m4s", "/v/index.m3u8", "/v/init.mp4"]
 
 

@@ -260,7 +260,7 @@ def test_a_prefetched_file_changed_on_disk_is_fetched_again(
     (ctx.settings.work_dir / prefetched.FOLDER / f"{fragments[0]}.mp4").write_bytes(b"not what was probed")
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
-    assert "the prefetched file changed on disk; fetching it again" in caplog.text
+    assert "the prefetched copy changed on disk; fetching it again" in caplog.text
 
 
 def test_a_failed_prefetch_leaves_the_fragment_to_the_stitch(
@@ -340,45 +340,58 @@ def test_copies_are_dropped_by_id_and_by_age(tmp_path: Path) -> None:
     assert [p.name for p in copies.iterdir()] == ["3.mp4"]
 
 
-def own_playlists(media_dir: Path, count: int = 2) -> list[str]:
-    """HLS copies of 6 s clips under folders of this test's own: their playlists' paths in ``media_dir``."""
+def own_playlists(media_dir: Path, *, encrypted: bool = False) -> list[str]:
+    """Two HLS copies of 6 s clips (AES-128 ones if ``encrypted``) in folders of this test's own:
+    their playlists' paths in ``media_dir``."""
     tag = os.urandom(4).hex()
-    for i in range(count):
-        (media_dir / f"own-{tag}-{i}").mkdir()
-    paths = [
-        make_clip(media_dir / f"own-{tag}-{i}" / fetch.HLS_INDEX, 6, fmt="hls", tone=440 + 220 * i)
-        for i in range(count)
-    ]
-    return [path.relative_to(media_dir).as_posix() for path in paths]
+    playlists = []
+    for i in range(2):
+        (folder := media_dir / f"own-{tag}-{i}").mkdir()
+        clip = make_clip(folder / "clip.mp4", 6, tone=440 + 220 * i)
+        cmd = ["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", "-f", "hls", "-hls_time", "2"]
+        if encrypted:
+            (folder / "k.key").write_bytes(os.urandom(16))
+            (folder / "info").write_text(f"k.key\n{folder / 'k.key'}\n")
+            cmd += ["-hls_key_info_file", str(folder / "info")]
+        subprocess.run([*cmd, str(folder / fetch.HLS_INDEX)], check=True)
+        playlists.append(f"{folder.name}/{fetch.HLS_INDEX}")
+    return playlists
 
 
 def prefetched_playlists(
-    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str, **options: bool
 ) -> tuple[list[str], list[int]]:
-    """A broadcast of two HLS playlists of the test's own, both prefetched: the playlists and the fragments."""
-    playlists = own_playlists(media_dir)
+    """A broadcast of two HLS playlists of the test's own (own_playlists' ``options``), both
+    prefetched: the playlists and the fragments."""
+    playlists = own_playlists(media_dir, **options)
     send_fragments(client, media_url, media_dir, stream_id=stream_id, names=playlists, copies=1, fmt="hls")
     fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
     assert [pipeline.prefetch(ctx, f) for f in fragments] == ["fetched", "fetched"]
     return playlists, fragments
 
 
+def archived_seconds(ctx: pipeline.Context) -> float:
+    with ctx.sessions() as session:
+        return session.execute(select(Archive)).scalar_one().duration
+
+
+@pytest.mark.parametrize(("encrypted", "output"), [(False, "remux"), (True, "remux"), (False, "playlist")])
 def test_prefetched_hls_playlists_are_stitched_without_fetching_them_again(
-    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, encrypted: bool, output: str
 ) -> None:
-    playlists, fragments = prefetched_playlists(client, ctx, media_url, media_dir, "hls")
+    ctx.settings = ctx.settings.model_copy(update={"hls_output": output})
+    playlists, fragments = prefetched_playlists(client, ctx, media_url, media_dir, "hls", encrypted=encrypted)
     copies = ctx.settings.work_dir / prefetched.FOLDER
     assert all((copies / f"{f}.hls" / fetch.HLS_INDEX).is_file() for f in fragments)  # a folder per playlist
     for playlist in playlists:
         shutil.rmtree((media_dir / playlist).parent)  # gone from the media server: only the copies are left
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
-    with ctx.sessions() as session:
-        assert 11.5 < session.execute(select(Archive)).scalar_one().duration < 12.5
+    assert archived_seconds(ctx) == pytest.approx(12, abs=0.5)
     assert list(copies.iterdir()) == []
 
 
-@pytest.mark.parametrize("change", ["segment", "playlist"])
+@pytest.mark.parametrize("change", ["segment", "durations", "elsewhere"])
 def test_a_prefetched_hls_copy_changed_on_disk_is_fetched_again(
     client: FlaskClient,
     ctx: pipeline.Context,
@@ -389,15 +402,26 @@ def test_a_prefetched_hls_copy_changed_on_disk_is_fetched_again(
 ) -> None:
     _, fragments = prefetched_playlists(client, ctx, media_url, media_dir, f"hls-{change}")
     copy = ctx.settings.work_dir / prefetched.FOLDER / f"{fragments[0]}.hls"
+    index = copy / fetch.HLS_INDEX
     if change == "segment":
         (copy / "seg00001.ts").write_bytes(b"not what was probed")
+    elif change == "durations":  # the same files, another timeline
+        index.write_text(index.read_text().replace("#EXTINF:2.", "#EXTINF:3."))
     else:
-        (copy / fetch.HLS_INDEX).write_text("#EXTM3U\n#EXTINF:2,\n../../elsewhere.ts\n")
+        index.write_text(index.read_text().replace("seg00001.ts", "../../seg00001.ts"))
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
-    assert "the prefetched file changed on disk; fetching it again" in caplog.text
-    with ctx.sessions() as session:
-        assert 11.5 < session.execute(select(Archive)).scalar_one().duration < 12.5
+    assert "the prefetched copy changed on disk; fetching it again" in caplog.text
+    assert archived_seconds(ctx) == pytest.approx(12, abs=0.5)
+
+
+def test_a_second_copy_of_a_playlist_leaves_the_first_in_place(tmp_path: Path) -> None:
+    """Two prefetches of one fragment (a redelivered event): neither fails, one copy stays."""
+    for n in (1, 2):
+        (fetched := tmp_path / f"scratch-{n}" / "7.hls").mkdir(parents=True)
+        (fetched / fetch.HLS_INDEX).write_text(f"copy {n}")
+        prefetched.keep(tmp_path, 7, "hls", fetched)
+    assert (prefetched.copy_of(tmp_path, 7, "hls") / fetch.HLS_INDEX).read_text() == "copy 1"
 
 
 def test_a_prefetch_overtaken_by_its_stitch_keeps_no_copy(
