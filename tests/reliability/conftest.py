@@ -61,7 +61,8 @@ def heavy_media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     - ``big{0,1,2}.mp4``: 6 s of 1280x720 noise, ~7.5 MB each, so three make an archive
       past boto3's 16 MiB multipart threshold;
-    - ``small.mp4``: 6 s at 320x240, which ffmpeg re-encodes (~2 s) to join it to two big ones.
+    - ``small.mp4``: 6 s at 320x240, which ffmpeg re-encodes (~2 s) to join it to two big ones;
+    - ``big{0,1,2}/index.m3u8``: the big clips as HLS playlists of 2 s segments.
     """
     root = tmp_path_factory.mktemp("heavy")
     tone = ffmpeg.input("sine=frequency=300:sample_rate=44100:duration=6", f="lavfi").audio
@@ -75,6 +76,12 @@ def heavy_media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             acodec="aac",
         ).global_args("-nostdin", "-loglevel", "error").overwrite_output().run()  # fmt: skip
     make_clip(root / "small.mp4", 6)
+    for name in sources:
+        (root / name).mkdir()
+        clip = ffmpeg.input(str(root / f"{name}.mp4"))
+        ffmpeg.output(clip, str(root / name / "index.m3u8"), c="copy", f="hls", hls_time=2).global_args(
+            "-nostdin", "-loglevel", "error"
+        ).run()
     return root
 
 

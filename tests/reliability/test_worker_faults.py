@@ -47,15 +47,16 @@ pytestmark = pytest.mark.e2e
 START = 1_790_000_000
 
 
-def bodies(base: str, root: Path, stream_id: str, names: list[str]) -> list[dict[str, Any]]:
+def bodies(base: str, root: Path, stream_id: str, names: list[str], fmt: str = "mp4") -> list[dict[str, Any]]:
     """Recording callbacks for 6 s clips (served from ``root`` at ``base``) 2 s apart: one broadcast."""
     return [
         fragment_body(
             stream_id,
             f"{stream_id}-{n}",
             START + 8 * n,
+            file_format=fmt,
             video_url=f"{base}/{name}",
-            file_size=(root / name).stat().st_size,
+            file_size=None if fmt == "hls" else (root / name).stat().st_size,  # a playlist's is not known
         )
         for n, name in enumerate(names)
     ]
@@ -96,25 +97,34 @@ def test_worker_killed_during_download(
     finish(cluster, ledger)
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "hls"])
 def test_worker_killed_during_a_prefetch(
-    cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts
+    cluster: Cluster, ledger: Ledger, heavy_media: MediaServer, heavy_media_dir: Path, count: Counts, fmt: str
 ) -> None:
     """A prefetch killed mid-download leaves its fragment to the stitch (or to the prefetch
-    Redis delivers again), and its partial file to the pool process that replaces it."""
-    kill_the_first_download(cluster, ledger, heavy_media, heavy_media_dir, "kill_in_prefetch")
+    Redis delivers again), and its partial file or playlist folder to the pool process that
+    replaces it."""
+    kill_the_first_download(cluster, ledger, heavy_media, heavy_media_dir, f"kill_in_{fmt}_prefetch", fmt=fmt)
     count("faults")
     finish(cluster, ledger)
 
 
 def kill_the_first_download(
-    cluster: Cluster, ledger: Ledger, media: MediaServer, media_dir: Path, stream_id: str, **worker_env: str
+    cluster: Cluster,
+    ledger: Ledger,
+    media: MediaServer,
+    media_dir: Path,
+    stream_id: str,
+    fmt: str = "mp4",
+    **worker_env: str,
 ) -> None:
     """Send a broadcast of slow media and kill the worker's process that first downloads it: the
     stitch's with prefetch off, else a prefetch's. The media is quick again once it is dead."""
     cluster.serve()
     worker = cluster.worker("w1", **worker_env)
     media.rate = 1_000_000  # ~8 s per clip
-    for body in bodies(media.url, media_dir, stream_id, BIG):
+    names = [f"{name.removesuffix('.mp4')}/index.m3u8" for name in BIG] if fmt == "hls" else BIG
+    for body in bodies(media.url, media_dir, stream_id, names, fmt):
         ledger.post(body)
     kill(wait_for(lambda: connected_to(worker.pid, media.port), what="a download", timeout=30))
     media.rate = None
