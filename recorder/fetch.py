@@ -22,6 +22,7 @@ import ipaddress
 import math
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -331,9 +332,11 @@ def download(
     expected_size: int | None,
     timeout: float = 30,
     attempts: int = 3,
+    max_bytes: int | None = None,
 ) -> Downloaded:
-    """Download ``url`` to ``dest``. A size other than ``expected_size`` is a permanent error."""
-    limit = MAX_BYTES if expected_size is None else expected_size
+    """Download ``url`` to ``dest``. A size other than ``expected_size``, or over ``max_bytes``
+    (MAX_BYTES if not given) when the size is not known, is a permanent error."""
+    limit = expected_size if expected_size is not None else MAX_BYTES if max_bytes is None else max_bytes
     return _download(
         url,
         dest,
@@ -423,8 +426,10 @@ def download_hls(
     max_segments: int = 20000,
     max_depth: int = 2,
     attempts: int = 3,
+    max_bytes: int | None = None,
 ) -> Downloaded:
-    """Copy an HLS playlist and everything it references into ``dest_dir``.
+    """Copy an HLS playlist and everything it references (at most ``max_bytes`` in all, if
+    given) into ``dest_dir``.
 
     Returns ``dest_dir/index.m3u8`` (HLS_INDEX), a VOD playlist naming only local files (seg00000.ts,
     key00000.key, init00000.mp4), for ffmpeg with ``-protocol_whitelist file,crypto``. ffmpeg's
@@ -488,21 +493,27 @@ def download_hls(
     lines.append("#EXT-X-ENDLIST")
 
     dest_dir.mkdir(parents=True, exist_ok=True)
+    cap = MAX_BYTES if max_bytes is None else max_bytes
+    fetched, counting = [0], threading.Lock()
+
+    def fetch_file(file_url: str, name: str, size: int | None) -> None:
+        got = _download(
+            file_url,
+            dest_dir / name,
+            allow=allow,
+            expected_size=size,
+            limit=min(cap, MAX_BYTES if size is None else size),
+            timeout=timeout,
+            attempts=attempts,
+            what="playlist entry",
+        )
+        with counting:
+            fetched[0] += got.size
+            if fetched[0] > cap:
+                raise FetchError(f"playlist {_label(base)} holds more than {cap} bytes", permanent=True)
+
     with ThreadPoolExecutor(HLS_WORKERS) as pool:
-        futures = [
-            pool.submit(
-                _download,
-                file_url,
-                dest_dir / name,
-                allow=allow,
-                expected_size=size,
-                limit=MAX_BYTES if size is None else size,
-                timeout=timeout,
-                attempts=attempts,
-                what="playlist entry",
-            )
-            for file_url, (name, size) in files.items()
-        ]
+        futures = [pool.submit(fetch_file, file_url, name, size) for file_url, (name, size) in files.items()]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         pool.shutdown(cancel_futures=True)  # stop at the first failure
         for future in done:

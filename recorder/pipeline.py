@@ -91,7 +91,7 @@ def fragments_to_prefetch(ctx: Context, event_ids: list[int]) -> list[int]:
 def prefetch(ctx: Context, fragment_id: int) -> str:
     """Fetch and probe a grouped fragment now, so that its broadcast's stitch finds it on this
     machine's disk, already probed, instead of downloading it once the broadcast settles; the
-    probe, saved with the file's hash, also spares another machine's stitch the probing.
+    probe, saved with the copy's hash, also spares another machine's stitch the probing.
 
     Best effort: whatever goes wrong leaves the fragment to its stitch. Returns the outcome.
     """
@@ -101,19 +101,19 @@ def prefetch(ctx: Context, fragment_id: int) -> str:
     if fragment is None:  # gone, probed already, or its broadcast is being stitched
         return "skipped"
     prefetched.drop_stale(work_dir)
-    if not prefetched.room_for(work_dir, fragment.file_size):
+    room = prefetched.room(work_dir)
+    if (fragment.file_size or 0) >= room:
         return "no room"
     with _scratch(ctx, "prefetch") as work:
         fetched = _local_name(work, fragment)
         try:
-            got = _download(ctx, fragment, fetched)
+            got = _download(ctx, fragment, fetched, max_bytes=room)  # a playlist's size is not known
             facts = stitch.probe(got.path, fmt=fragment.format)
-        except (FetchError, StitchError) as error:
-            log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, error.reason)
+            prefetched.keep(work_dir, fragment.id, fragment.format, fetched)
+        except (FetchError, StitchError, OSError) as error:
+            reason = error.reason if isinstance(error, RecorderError) else str(error)
+            log.info("fragment %s not prefetched, its stitch fetches it: %s", fragment_id, reason)
             return "failed"
-        if not prefetched.room_for(work_dir, 0):  # a playlist's size is known only now
-            return "no room"
-        prefetched.keep(work_dir, fragment.id, fragment.format, fetched)
     with transaction(ctx.sessions) as session:
         repository.save_probe(session, fragment.id, probe=json.dumps(facts.to_dict()), sha256=got.sha256)
         waiting = repository.not_yet_stitching(session, fragment.id)
@@ -312,15 +312,18 @@ def _fetch_one(ctx: Context, fragment: Fragment, work: Path) -> Fetched | Broken
 
 def _local_name(work: Path, fragment: Fragment) -> Path:
     """Where a fragment is fetched to in ``work``: a file, or for HLS a folder for its copy."""
-    return work / f"{fragment.id}.{fragment.format}"
+    return work / prefetched.name_of(fragment.id, fragment.format)
 
 
-def _download(ctx: Context, fragment: Fragment, dest: Path) -> fetch.Downloaded:
-    """Fetch a fragment to ``dest`` (its _local_name), whatever its format."""
+def _download(ctx: Context, fragment: Fragment, dest: Path, *, max_bytes: int | None = None) -> fetch.Downloaded:
+    """Fetch a fragment to ``dest`` (its _local_name), whatever its format; at most
+    ``max_bytes`` where its size is not known."""
     timeout = ctx.settings.download_timeout
     if fragment.format == "hls":
-        return fetch.download_hls(fragment.url, dest, allow=ctx.allow, timeout=timeout)
-    return fetch.download(fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout)
+        return fetch.download_hls(fragment.url, dest, allow=ctx.allow, timeout=timeout, max_bytes=max_bytes)
+    return fetch.download(
+        fragment.url, dest, allow=ctx.allow, expected_size=fragment.file_size, timeout=timeout, max_bytes=max_bytes
+    )
 
 
 def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> list[Archive]:

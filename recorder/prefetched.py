@@ -13,6 +13,7 @@ each prefetch), and prefetching stops short of a full disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -36,25 +37,33 @@ def folder(work_dir: Path) -> Path:
     return path
 
 
+def name_of(fragment_id: int, fmt: str) -> str:
+    """A fragment's file (or HLS folder) name, here and in a stitch's scratch dir."""
+    return f"{fragment_id}.{fmt}"
+
+
 def copy_of(work_dir: Path, fragment_id: int, fmt: str) -> Path:
-    return work_dir / FOLDER / f"{fragment_id}.{fmt}"
+    return work_dir / FOLDER / name_of(fragment_id, fmt)
 
 
-def room_for(work_dir: Path, size: int | None) -> bool:
-    """Whether ``size`` more bytes fit without eating into the reserve."""
+def room(work_dir: Path) -> int:
+    """Bytes a prefetch may still fill without eating into the reserve (0 or less: none)."""
     disk = shutil.disk_usage(folder(work_dir))
-    return disk.free - (size or 0) > max(DISK_RESERVE, disk.total // 10)
+    return disk.free - max(DISK_RESERVE, disk.total // 10)
 
 
 def keep(work_dir: Path, fragment_id: int, fmt: str, fetched: Path) -> None:
     """Move a fetched file, or an HLS copy's folder, into the folder (it is in the same work dir,
-    so already counted against the disk's room). An HLS copy that another prefetch of the same
-    fragment kept meanwhile stays: take() checks whichever copy is there."""
+    so already counted against the disk's room). A second copy of the same fragment (a prefetch
+    delivered twice) replaces a file, while a folder kept meanwhile stays: take() checks
+    whichever copy is there."""
     folder(work_dir)
     try:
         os.replace(fetched, copy_of(work_dir, fragment_id, fmt))
-    except OSError as error:  # a folder cannot replace a folder that has files
-        log.info("fragment %s: a copy is kept already (%s)", fragment_id, error.strerror)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # a folder with files cannot be replaced
+            raise
+        log.info("fragment %s: a copy is kept already", fragment_id)
 
 
 def take(work_dir: Path, fragment_id: int, fmt: str, dest: Path, *, sha256: str | None) -> Downloaded | None:
@@ -111,5 +120,7 @@ def _remove(path: Path) -> None:
     """Remove a copy, file or folder, if it is there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            log.warning("could not remove all of %s", path)
     else:
         path.unlink(missing_ok=True)

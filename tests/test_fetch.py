@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 
 from recorder import fetch
 from recorder.errors import FetchError
-from recorder.fetch import HostAllowlist, check_url, download, download_hls
+from recorder.fetch import HostAllowlist, check_url, download, download_hls, hls_copy_digest
 
 PASSWD = Path("/etc/passwd").read_bytes()
 
@@ -524,6 +524,25 @@ def test_hls_fmp4_byte_ranges_share_one_download(server: HTTPServer, allow: Host
     ]
     assert (got.size, got.sha256) == (38, hashlib.sha256(got.path.read_bytes() + b"I" * 8 + b"S" * 30).hexdigest())
     assert sorted(r.path for r, _ in server.log) == ["/v/all.m4s", "/v/index.m3u8", "/v/init.mp4"]
+
+
+def test_hls_copy_stops_at_max_bytes(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        server.expect_request(f"/cap/{name}.ts").respond_with_data(name.encode() * 1000)
+    server.expect_request("/cap/index.m3u8").respond_with_data(playlist("#EXTINF:2.0,", "a.ts", "#EXTINF:2.0,", "b.ts"))
+    with pytest.raises(FetchError, match="holds more than 1500 bytes"):
+        download_hls(url(server, "/cap/index.m3u8"), tmp_path, allow=allow, max_bytes=1500)
+    assert download_hls(url(server, "/cap/index.m3u8"), tmp_path / "whole", allow=allow, max_bytes=2000).size == 2000
+
+
+def test_a_local_hls_copy_may_name_only_its_own_files(tmp_path: Path) -> None:
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "seg00000.ts").write_bytes(b"outside the copy")
+    for name in ("../seg00000.ts", "file:seg00000.ts", "crypto:seg00000.ts", "seg.ts"):
+        index = tmp_path / "copy" / "index.m3u8"
+        index.write_text(f"#EXTM3U\n#EXTINF:2.0,\n{name}\n#EXT-X-ENDLIST\n")
+        with pytest.raises(ValueError, match="not a file of its copy"):
+            hls_copy_digest(index)
 
 
 def test_hls_separate_audio_rendition_is_refused(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:

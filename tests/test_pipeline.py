@@ -391,7 +391,7 @@ def test_prefetched_hls_playlists_are_stitched_without_fetching_them_again(
     assert list(copies.iterdir()) == []
 
 
-@pytest.mark.parametrize("change", ["segment", "durations", "elsewhere"])
+@pytest.mark.parametrize("change", ["segment", "durations", "gone"])
 def test_a_prefetched_hls_copy_changed_on_disk_is_fetched_again(
     client: FlaskClient,
     ctx: pipeline.Context,
@@ -408,11 +408,35 @@ def test_a_prefetched_hls_copy_changed_on_disk_is_fetched_again(
     elif change == "durations":  # the same files, another timeline
         index.write_text(index.read_text().replace("#EXTINF:2.", "#EXTINF:3."))
     else:
-        index.write_text(index.read_text().replace("seg00001.ts", "../../seg00001.ts"))
+        (copy / "seg00001.ts").unlink()
 
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
     assert "the prefetched copy changed on disk; fetching it again" in caplog.text
     assert archived_seconds(ctx) == pytest.approx(12, abs=0.5)
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "hls"])
+def test_a_prefetch_stops_short_of_a_full_disk(
+    client: FlaskClient,
+    ctx: pipeline.Context,
+    media_url: str,
+    media_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+) -> None:
+    """An MP4 of known size that does not fit is not fetched; a playlist, whose size nobody
+    knows, is fetched until it does not fit, then dropped. Their stitch fetches them."""
+    if fmt == "hls":
+        names = own_playlists(media_dir)
+    else:
+        names = [clip.name for clip in own_clips(media_dir)]
+    send_fragments(client, media_url, media_dir, stream_id=f"full-{fmt}", names=names, copies=1, fmt=fmt)
+    fragments = pipeline.fragments_to_prefetch(ctx, grouped_events(ctx))
+    monkeypatch.setattr(prefetched, "room", lambda work_dir: 50_000)  # a full disk cannot be made here
+
+    assert [pipeline.prefetch(ctx, f) for f in fragments] == ["failed" if fmt == "hls" else "no room"] * 2
+    assert [p for p in ctx.settings.work_dir.rglob("*") if p.name != prefetched.FOLDER] == []
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
 
 
 def test_a_second_copy_of_a_playlist_leaves_the_first_in_place(tmp_path: Path) -> None:

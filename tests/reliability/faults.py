@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import requests
 
+from recorder import prefetched
 from recorder.demo import free_port, process, wait_for
 from tests.processes import CLI
 
@@ -286,5 +287,11 @@ def kill(proc: psutil.Process | subprocess.Popen[bytes]) -> None:
 
 
 def leftovers(work: Path) -> list[Path]:
-    """Scratch files a stitch left in the workers' work dirs (beat's schedule file aside)."""
-    return [p for p in work.rglob("*") if p.is_file() and not p.name.startswith("celerybeat-schedule")]
+    """What a stitch or a prefetch left in the workers' work dirs (``work/<worker>``): any file
+    but beat's schedule, and any folder but the (empty) folder of prefetched copies."""
+    return [
+        p
+        for p in work.rglob("*")
+        if (p.is_file() and not p.name.startswith("celerybeat-schedule"))
+        or (p.is_dir() and p.parent != work and p.name != prefetched.FOLDER)
+    ]
