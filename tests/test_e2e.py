@@ -17,6 +17,7 @@ import requests
 
 from recorder import stitch
 from recorder.demo import wait_for
+from recorder.samples import make_clip
 from tests.factories import ADMIN, BUCKET, record_body
 from tests.processes import serve_and_work, service_env
 
@@ -96,21 +97,24 @@ def test_three_mp4_fragments_become_one_archive_in_s3(
     assert presigned.status_code == 200 and len(presigned.content) == broadcast["archive"]["size"]
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "hls"])
 def test_fragments_are_fetched_while_the_broadcast_settles(
-    service: str, media_url: str, media_dir: Path, tmp_path: Path
+    service: str, media_url: str, media_dir: Path, tmp_path: Path, fmt: str
 ) -> None:
-    """The worker fetches and probes each fragment when its callback is handled; the stitch
-    then needs nothing from the media server, which no longer has the files."""
-    stream_id = "telemedicine_0007"
+    """The worker fetches and probes each fragment (an HLS playlist with its segments) when its
+    callback is handled; the stitch then needs nothing from the media server, which no longer
+    has the files."""
+    stream_id = f"telemedicine_0007_{fmt}"
     tag = os.urandom(4).hex()
-    clips = [Path(shutil.copy(media_dir / f"clip{i}.mp4", media_dir / f"e2e-{tag}-{i}.mp4")) for i in range(3)]
+    sources = [own_source(media_dir, f"clip{i}.mp4", f"e2e-{tag}-{i}", fmt) for i in range(3)]
     start = int(time.time()) - 18  # recorded just now: the broadcast settles 2 s after the last callback
-    for i, clip in enumerate(clips):
+    for i, source in enumerate(sources):
         body = record_body(
             stream_id=stream_id,
             file_id=f"e2e-{tag}-{i}",
-            video_url=f"{media_url}/{clip.name}",
-            file_size=clip.stat().st_size,
+            file_format=fmt,
+            video_url=f"{media_url}/{source.relative_to(media_dir).as_posix()}",
+            file_size=None if fmt == "hls" else source.stat().st_size,
             start_time=start + 6 * i,
             end_time=start + 6 * i + 6,
             duration=6,
@@ -121,12 +125,15 @@ def test_fragments_are_fetched_while_the_broadcast_settles(
     prefetched = tmp_path / "work" / "0" / "fragments"
 
     def all_prefetched() -> None:
-        if len(list(prefetched.glob("*.mp4"))) < 3:
+        if len(list(prefetched.glob(f"*.{fmt}"))) < 3:
             raise RuntimeError("not yet")
 
     wait_for(all_prefetched, what="the prefetched fragments", timeout=30)  # the settle is 2 s
-    for clip in clips:
-        clip.unlink()
+    for source in sources:
+        if fmt == "hls":
+            shutil.rmtree(source.parent)
+        else:
+            source.unlink()
 
     broadcast = wait_for(lambda: archived(service, stream_id), what="the archive", timeout=60)["items"][0]
     assert len(broadcast["fragments"]) == 3 and broadcast["archive"]["size"] > 0
@@ -136,3 +143,12 @@ def test_fragments_are_fetched_while_the_broadcast_settles(
             raise RuntimeError("not yet")
 
     wait_for(all_dropped, what="the prefetched files to be dropped", timeout=10)
+
+
+def own_source(media_dir: Path, clip: str, name: str, fmt: str) -> Path:
+    """A 6 s fragment that the test may take away: a copy of a session clip, ``<name>.mp4``, or
+    an HLS playlist of 2 s segments, ``<name>/index.m3u8``."""
+    if fmt != "hls":
+        return Path(shutil.copy(media_dir / clip, media_dir / f"{name}.mp4"))
+    (media_dir / name).mkdir()
+    return make_clip(media_dir / name / "index.m3u8", 6, fmt="hls")
