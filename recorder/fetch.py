@@ -428,8 +428,8 @@ def download_hls(
     attempts: int = 3,
     max_bytes: int | None = None,
 ) -> Downloaded:
-    """Copy an HLS playlist and everything it references (at most ``max_bytes`` in all, if
-    given) into ``dest_dir``.
+    """Copy an HLS playlist and everything it references, at most ``max_bytes`` in all
+    (MAX_BYTES if not given, as download() allows a file of unknown size), into ``dest_dir``.
 
     Returns ``dest_dir/index.m3u8`` (HLS_INDEX), a VOD playlist naming only local files (seg00000.ts,
     key00000.key, init00000.mp4), for ffmpeg with ``-protocol_whitelist file,crypto``. ffmpeg's
