@@ -7,6 +7,7 @@ import logging
 
 from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from recorder.bodydeadline import BodyDeadline
 from recorder.config import Settings
@@ -17,6 +18,13 @@ from recorder.services import Services
 log = logging.getLogger(__name__)
 
 CALLBACK_BODY_LIMIT = 64 * 1024
+
+
+class IdConverter(BaseConverter):
+    """Every plain ``<name>`` in a route is a broadcast or job id: what cannot be one is a 404
+    before the database sees it (PostgreSQL refuses a NUL in text with an error)."""
+
+    regex = "[A-Za-z0-9_-]{1,64}"
 
 
 def services() -> Services:
@@ -33,6 +41,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.config["MAX_CONTENT_LENGTH"] = CALLBACK_BODY_LIMIT + 1
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["default"] = IdConverter
     app.extensions["recorder"] = Services.build(settings, **({"publisher": publisher} if publisher else {}))
 
     from recorder.api import broadcasts, health, jobs, metrics, openapi

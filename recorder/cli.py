@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,6 +41,12 @@ class RecorderGroup(click.Group):
             return super().invoke(ctx)
         except RecorderError as error:
             raise click.ClickException(error.reason) from None
+        except ConfigError as error:
+            raise click.ClickException(str(error)) from None
+        except ValidationError as error:
+            if error.title != Settings.__name__:
+                raise
+            raise click.ClickException(str(ConfigError.explaining(error))) from None
 
 
 @click.group(cls=RecorderGroup)
@@ -61,11 +68,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from recorder.app import create_app
 
-    settings = Settings()
-    try:
-        app = create_app(settings)  # migrates once, before the workers fork
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    app = create_app(Settings())  # migrates once, before the workers fork
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -581,19 +584,19 @@ def stitch(
 
 
 @main.command("import")
-@click.argument("file", type=click.File(encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Default: from FILE's extension.")
 @click.option("--timezone", default="+08:00", show_default=True, help="UTC offset of VOD console file-name times.")
 @JOB
 @connected
 def import_fragments(out: Out, file: Any, fmt: str | None, timezone: str, dry_run: bool, wait: bool) -> None:
     """Import a fragment list (CSV, or JSONL of callback bodies) and stitch the broadcasts it forms."""
-    from recorder.imports import parse_fragments
+    from recorder.imports import decode, parse_fragments
 
     fmt = fmt or FORMATS.get(Path(file.name).suffix.lower())
     if fmt is None:
         raise click.UsageError(f"cannot tell the format of {file.name}: pass --format csv or --format jsonl")
-    data = file.read()
+    data = decode(file.read())
     # Parsed here as well: a bad line fails before anything is sent, and the summary needs the count.
     parsed = parse_fragments(data, fmt, tz_offset=timezone)
     out.note(f"{file.name}: {len(parsed)} fragments of {len({f.stream_id for f in parsed})} streams.")

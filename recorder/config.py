@@ -12,10 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from recorder.errors import first_problem
 from recorder.events import is_http_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -25,6 +26,12 @@ PathBases = Annotated[tuple[tuple[str, str], ...], NoDecode]
 
 class ConfigError(Exception):
     """The settings cannot run a service (e.g. no callback key)."""
+
+    @classmethod
+    def explaining(cls, error: ValidationError) -> ConfigError:
+        """The first bad setting by its variable's name; never its value, which may be a secret."""
+        name, _, problem = first_problem(error).partition(": ")  # a setting's field is its variable's name
+        return cls(f"RECORDER_{name.upper()}: {problem}")
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class RecorderError(Exception):
     status = 500
@@ -75,3 +80,11 @@ class StitchError(RecorderError):
 
 class StorageError(RecorderError):
     """Object storage refused or failed; retried with backoff."""
+
+
+def first_problem(error: ValidationError, where: str = "") -> str:
+    """A validation error's first problem, as ``field: what is wrong`` (``where`` when no field is to blame)."""
+    first = error.errors()[0]
+    name = ".".join(map(str, first["loc"])) or where
+    message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    return f"{name}: {message}" if name else message

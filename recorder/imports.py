@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from recorder.errors import BadRequest
+from recorder.errors import BadRequest, first_problem
 from recorder.events import FragmentInfo, RecordingFileBody
 from recorder.timeutil import parse_time
 
@@ -35,6 +35,7 @@ EXTENSIONS = {"mp4": "mp4", "flv": "flv", "m3u8": "hls", "aac": "aac", "m4a": "a
 
 def parse_fragments(data: str, fmt: str, *, tz_offset: str = "+08:00") -> list[FragmentInfo]:
     """Parse an import; BadRequest names the first bad line and what is wrong with it."""
+    data = normalized(data)
     if fmt == "jsonl":
         rows = _jsonl_rows(data)
     elif fmt == "csv":
@@ -48,22 +49,41 @@ def parse_fragments(data: str, fmt: str, *, tz_offset: str = "+08:00") -> list[F
     return [_fragment(line, row) for line, row in rows]
 
 
-def _zone(offset: str) -> timezone:
+def decode(raw: bytes) -> str:
+    """An uploaded or read import file as text (the VOD console's CSV starts with a BOM)."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("file: expected UTF-8 text") from None
+
+
+def normalized(data: str) -> str:
+    """One text for one list, however it was saved or sent (BOM, CRLF or CR line ends, a last line end)."""
+    return data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+
+
+def zone_offset(offset: str) -> str:
+    """A UTC offset as ``+HH:MM``; ``+0800`` and ``+08:00`` are the same zone."""
     match = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", offset)
-    if not match:
-        raise BadRequest("timezone: expected an offset like +08:00")
-    sign = -1 if match[1] == "-" else 1
-    return timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3])))
+    if not match or int(match[2]) > 23 or int(match[3]) > 59:
+        raise BadRequest("timezone: expected an offset from -23:59 to +23:59, like +08:00")
+    return f"{match[1]}{match[2]}:{match[3]}"
+
+
+def _zone(offset: str) -> timezone:
+    canonical = zone_offset(offset)
+    sign, hours, minutes = canonical[0], int(canonical[1:3]), int(canonical[4:6])
+    return timezone((-1 if sign == "-" else 1) * timedelta(hours=hours, minutes=minutes))
 
 
 def _jsonl_rows(data: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    for line, text in enumerate(data.splitlines(), 1):
+    for line, text in enumerate(data.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
         if not text.strip():
             continue
         try:
             row = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadRequest(f"line {line}: not valid JSON") from None
         if not isinstance(row, dict):
             raise BadRequest(f"line {line}: expected a JSON object")
@@ -72,8 +92,7 @@ def _jsonl_rows(data: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _csv_rows(data: str, zone: timezone) -> list[tuple[int, dict[str, Any]]]:
-    # newline="": a lone CR ends a row, as csv expects of the files it reads.
-    reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff"), newline=""))
+    reader = csv.DictReader(io.StringIO(data, newline=""))
     try:
         header = [h.strip() for h in reader.fieldnames or []]
         if not header:
@@ -89,18 +108,24 @@ def _csv_rows(data: str, zone: timezone) -> list[tuple[int, dict[str, Any]]]:
 
 def _vod_row(line: int, row: dict[str, str], zone: timezone) -> dict[str, Any]:
     """A VOD console row: find the file name and the URL by their shape, the rest by header."""
-    name = next((VOD_NAME.match(v) for v in row.values() if VOD_NAME.match(v)), None)
-    url = next((v for v in row.values() if v.startswith(("http://", "https://"))), None)
+    urls = [v for v in row.values() if v.startswith(("http://", "https://"))]
+    # Not in the URL, whose path may end in the same name.
+    name = next((m for v in row.values() if v not in urls and (m := VOD_NAME.match(v))), None)
+    url = next(iter(urls), None)
     if name is None or url is None:
         raise BadRequest(
             f"line {line}: expected either the columns {sorted(OWN_COLUMNS)} or a VOD file list row "
             "with a name like <stream_id>_<YYYY-MM-DD-HH-MM-SS>_<YYYY-MM-DD-HH-MM-SS> and a URL"
         )
     extension = urlsplit(url).path.rsplit(".", 1)[-1].lower()
+    try:
+        start, end = (_console_time(name[part], zone) for part in ("start", "end"))
+    except ValueError:
+        raise BadRequest(f"line {line}: {name[0]}: its times are not real dates") from None
     result: dict[str, Any] = {
         "stream_id": name["stream"],
-        "start_time": _console_time(name["start"], zone),
-        "end_time": _console_time(name["end"], zone),
+        "start_time": start,
+        "end_time": end,
         "video_url": url,
         "file_format": EXTENSIONS.get(extension, extension),
     }
@@ -131,7 +156,6 @@ def _fragment(line: int, row: dict[str, Any]) -> FragmentInfo:
     try:
         return RecordingFileBody.model_validate(row).to_fragment()
     except ValidationError as error:
-        first = error.errors()[0]
-        raise BadRequest(f"line {line}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise BadRequest(f"line {line}: {first_problem(error)}") from None
     except ValueError as error:
         raise BadRequest(f"line {line}: {error}") from None

@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from recorder.errors import BadRequest
-from recorder.events import FragmentInfo
+from recorder.errors import BadRequest, first_problem
+from recorder.events import FragmentInfo, Text
 from recorder.grouping import gaps, group_fragments, timeline
-from recorder.imports import parse_fragments
+from recorder.imports import normalized, parse_fragments, zone_offset
 from recorder.present import gap_json
 from recorder.store import repository
 from recorder.store.models import Archive, Broadcast, Fragment, Job, JobBroadcast
@@ -32,8 +33,10 @@ class StitchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(pattern="^stitch$")
-    stream_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_STREAM_IDS)
-    stream_prefix: str | None = Field(None, min_length=1, max_length=1024)
+    stream_ids: list[Annotated[Text, Field(min_length=1, max_length=1024)]] | None = Field(
+        None, min_length=1, max_length=MAX_STREAM_IDS
+    )
+    stream_prefix: Text | None = Field(None, min_length=1, max_length=1024)
     since: float
     until: float
     dry_run: StrictBool = False
@@ -68,6 +71,23 @@ class ImportSpec(BaseModel):
     timezone: str = "+08:00"  # of the VOD console's file names
     dry_run: StrictBool = False
 
+    # The job id hashes these fields: one list sent or saved another way is still one job.
+    @field_validator("data")
+    @classmethod
+    def _one_text(cls, data: str) -> str:
+        return normalized(data)
+
+    @field_validator("timezone")
+    @classmethod
+    def _one_offset(cls, offset: str) -> str:
+        return zone_offset(offset)
+
+    @model_validator(mode="after")
+    def _zone_only_for_csv(self) -> ImportSpec:
+        if self.format == "jsonl":  # callback bodies carry their own times
+            self.timezone = ImportSpec.model_fields["timezone"].default
+        return self
+
 
 Spec = StitchSpec | ImportSpec
 
@@ -82,9 +102,7 @@ def parse_spec(body: object) -> Spec:
     try:
         spec = model.model_validate(body)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "body"
-        raise BadRequest(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise BadRequest(first_problem(error, "body")) from None
     if isinstance(spec, ImportSpec):
         parse_fragments(spec.data, spec.format, tz_offset=spec.timezone)  # a bad import is refused now, not later
     return spec
@@ -118,8 +136,11 @@ def submit(session: Session, spec: Spec, *, window: float, now: float) -> Submit
     if spec.dry_run:
         job.proposal = json.dumps(propose(session, spec, window=window))
         job.status = "done"
-    session.add(job)
-    session.flush()
+    try:
+        with session.begin_nested():  # the same submission at the same moment (a client's retry) inserts too
+            session.add(job)
+    except IntegrityError:
+        return Submitted(session.get_one(Job, job.id), created=False)
     return Submitted(job, created=True)
 
 

@@ -10,35 +10,38 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from sqlalchemy import Select
 from sqlalchemy.orm import Session, selectinload
 
 from recorder import jobs
-from recorder.errors import BadRequest, NotFound
+from recorder.errors import BadRequest, NotFound, first_problem
+from recorder.events import MediaFormat, Text
 from recorder.present import broadcast_json, fragment_json
 from recorder.services import Services
 from recorder.store import repository
 from recorder.store.models import Broadcast, Job
-from recorder.timeutil import parse_time
+from recorder.timeutil import LATEST, parse_time
 
 MAX_LIMIT = 500
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 JSON = dict[str, Any]
+Status = Literal["open", "settling", "stitching", "archived", "suspect", "failed"]  # "merged" is never listed
+MAX_ID = 64  # longer than any id this service makes
 
 TIME = r"^(\d{1,12}(\.\d+)?|\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)$"
 
 
-def _time(value: object) -> object:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        try:
-            return parse_time(value)
-        except ValueError as error:
-            raise ValueError(f"expected ISO 8601 or UNIX seconds from 1970 to 2999 ({error})") from None
-    return value
+def _time(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)  # type: ignore[arg-type]  # it refuses the rest, booleans too
+    except ValueError as error:
+        raise ValueError(f"expected ISO 8601 or UNIX seconds from 1970 to 2999 ({error})") from None
 
 
 _TIME_DOC = "ISO 8601 (UTC if no zone) or UNIX seconds"
@@ -56,31 +59,38 @@ class PageQuery(BaseModel):
     limit: int = Field(50, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(None, description="opaque: the next_cursor of the previous page")
 
-    def after(self) -> tuple[Any, Any] | None:
-        """The position the cursor points after: (sort value, id)."""
+    def after(self, id_type: type[str] | type[int]) -> tuple[float, Any] | None:
+        """The position the cursor points after: (sort value, id), the id a ``id_type``."""
         if not self.cursor:
             return None
         try:
             values = json.loads(base64.urlsafe_b64decode(self.cursor.encode()))
-        except ValueError:
-            raise BadRequest("cursor is not one this API returned") from None
-        if not isinstance(values, list) or len(values) != 2:
-            raise BadRequest("cursor is not one this API returned")
-        return values[0], values[1]
+        except (ValueError, RecursionError):
+            values = None
+        # Checked before it reaches SQL: a cursor is the client's to tamper with.
+        match values:
+            case [float() | int() as position, str() | int() as last] if (
+                not isinstance(position, bool)
+                and 0 <= position < LATEST
+                and type(last) is id_type
+                and (len(last) <= MAX_ID if isinstance(last, str) else 0 <= last < 2**63)
+            ):
+                return float(position), last
+        raise BadRequest("cursor is not one this API returned")
 
 
 class FragmentQuery(PageQuery):
-    stream_id: str | None = None
+    stream_id: Text | None = None
     since: Time = None
     until: Time = None
 
 
 class BroadcastQuery(FragmentQuery):
-    stream_prefix: str | None = None
-    app: str | None = None
-    appname: str | None = None
-    format: str | None = None
-    status: str | None = None
+    stream_prefix: Text | None = None
+    app: Text | None = None
+    appname: Text | None = None
+    format: MediaFormat | Literal[""] | None = None  # "": a blank form field
+    status: Status | Literal[""] | None = None
 
 
 def validated(model: type[M], data: object, where: str) -> M:
@@ -88,10 +98,7 @@ def validated(model: type[M], data: object, where: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        name = ".".join(map(str, first["loc"])) or where
-        message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
-        raise BadRequest(f"{name}: {message.removeprefix('Value error, ')}") from None
+        raise BadRequest(first_problem(error, where)) from None
 
 
 def parse_query(model: type[M], args: Mapping[str, Any]) -> M:
@@ -120,7 +127,7 @@ def list_broadcasts(svc: Services, args: BroadcastQuery) -> JSON:
         status=args.status or None,
         since=args.since,
         until=args.until,
-        after=args.after(),
+        after=args.after(str),
     ).options(selectinload(Broadcast.fragments), selectinload(Broadcast.archives))
     with svc.sessions() as session:
         rows, cursor = page(session, query, args, lambda b: (b.started_at, b.id))
@@ -141,7 +148,7 @@ def show_broadcast(svc: Services, broadcast_id: str) -> JSON:
 
 def list_fragments(svc: Services, args: FragmentQuery) -> JSON:
     query = repository.fragments_query(
-        stream_id=args.stream_id or None, since=args.since, until=args.until, after=args.after()
+        stream_id=args.stream_id or None, since=args.since, until=args.until, after=args.after(int)
     )
     with svc.sessions() as session:
         rows, cursor = page(session, query, args, lambda f: (f.start, f.id))
@@ -158,5 +165,5 @@ def show_job(svc: Services, job_id: str) -> JSON:
 
 def list_jobs(svc: Services, args: PageQuery) -> JSON:
     with svc.sessions() as session:
-        rows, cursor = page(session, jobs.jobs_query(after=args.after()), args, lambda j: (j.created_at, j.id))
+        rows, cursor = page(session, jobs.jobs_query(after=args.after(str)), args, lambda j: (j.created_at, j.id))
         return {"items": [jobs.job_view(session, job) for job in rows], "next_cursor": cursor}

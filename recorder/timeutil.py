@@ -17,8 +17,10 @@ LATEST = 32503680000.0
 
 def parse_time(value: str | float | int) -> float:
     """UNIX seconds or ISO 8601 (a time without a zone is taken as UTC)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError("not a time")
+    if isinstance(value, int) and not -LATEST < value < LATEST:  # float() of a huge int overflows
+        raise ValueError("time out of range (1970 to 2999)")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:

@@ -115,3 +115,67 @@ def test_metrics_count_the_work_from_the_database(client: FlaskClient, grouped: 
     text = client.get("/metrics", headers=auth(READER)).get_data(as_text=True)
     assert 'recorder_broadcasts{status="settling"} 4.0' in text
     assert "recorder_fragments 6.0" in text and "recorder_events_unhandled 0.0" in text
+
+
+def cursor(values: object) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "path, status, reason",
+    [
+        # PostgreSQL refuses a NUL in text with an error: each must be refused before it gets there.
+        ("/v1/broadcasts?stream_id=a%00b", 400, "stream_id: must be printable"),
+        ("/v1/broadcasts?stream_prefix=a%00", 400, "stream_prefix: must be printable"),
+        ("/v1/broadcasts?app=a%00", 400, "app: must be printable"),
+        ("/v1/fragments?stream_id=a%00b", 400, "stream_id: must be printable"),
+        ("/v1/broadcasts/a%00b", 404, "not found"),
+        ("/v1/broadcasts/a%00b/stitch", 404, "not found"),
+        ("/v1/jobs/j%00", 404, "not found"),
+        ("/v1/broadcasts?status=bogus", 400, "status"),
+        ("/v1/broadcasts?format=mkv", 400, "format"),
+        # Cursors are the client's to tamper with: each is checked before it reaches SQL.
+        (f"/v1/broadcasts?cursor={cursor([{'a': 1}, 'x'])}", 400, "cursor"),
+        (f"/v1/broadcasts?cursor={cursor([10**30, 'x'])}", 400, "cursor"),
+        (f"/v1/broadcasts?cursor={cursor(['x', 'y'])}", 400, "cursor"),
+        (f"/v1/broadcasts?cursor={cursor([1, 2])}", 400, "cursor"),
+        (f"/v1/broadcasts?cursor={cursor([True, 'b1'])}", 400, "cursor"),
+        (f"/v1/fragments?cursor={cursor([[1], [2]])}", 400, "cursor"),
+        (f"/v1/fragments?cursor={cursor([1, 'x'])}", 400, "cursor"),
+        (f"/v1/fragments?cursor={cursor([1, 2**70])}", 400, "cursor"),
+        (f"/v1/jobs?cursor={cursor([1, 2])}", 400, "cursor"),
+        (f"/v1/jobs?cursor={cursor(['x', 'y'])}", 400, "cursor"),
+        ("/v1/jobs?cursor=" + "W" * 30 + "%3D", 400, "cursor"),
+    ],
+)
+def test_hostile_filters_ids_and_cursors_are_refused_and_change_nothing(
+    client: FlaskClient, grouped: None, path: str, status: int, reason: str
+) -> None:
+    answer = client.get(path, headers=auth()) if not path.endswith("/stitch") else client.post(path, headers=auth())
+    assert answer.status_code == status, answer.get_json()
+    assert reason in answer.get_json()["error"].lower()
+
+
+def test_a_cursor_this_api_returned_still_pages(client: FlaskClient, grouped: None) -> None:
+    for path in ("/v1/broadcasts", "/v1/fragments"):
+        first = client.get(f"{path}?limit=1", headers=auth()).get_json()
+        assert client.get(f"{path}?limit=1&cursor={first['next_cursor']}", headers=auth()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ("[" * 5000 + "]" * 5000, "body must be a JSON object"),  # deeper than the JSON parser goes
+        ('{"stream_id": "s", "start": true, "end": 1790000100}', "start: expected ISO 8601"),
+        ('{"stream_id": "s", "start": 1790000000, "end": 1790000000e10}', "end: expected ISO 8601"),
+        ('{"stream_id": "s", "start": 1790000000, "end": ' + "9" * 4000 + "}", "end: expected ISO 8601"),
+        ('{"stream_id": "s", "start": "2026-01-01", "end": "2126-01-01"}', "at most 7 days"),
+    ],
+)
+def test_bad_declarations_are_400_and_declare_nothing(client: FlaskClient, body: str, reason: str) -> None:
+    answer = client.post("/v1/broadcasts", data=body, content_type="application/json", headers=auth())
+    assert answer.status_code == 400 and reason in answer.get_json()["error"], answer.get_json()
+    assert client.get("/v1/broadcasts", headers=auth()).get_json()["items"] == []

@@ -120,6 +120,9 @@ def test_broadcast_show_and_fragments(env: dict[str, str], grouped: None, client
         (["stitch", "--prefix", "a", "--since", "2", "--until", "1"], 1, "until must be after since"),
         (["import", "fragments.txt"], 2, "pass --format csv or --format jsonl"),
         (["import", "bad.csv"], 1, "line 2: start_time"),
+        (["import", "latin1.csv"], 1, "file: expected UTF-8 text"),
+        (["import", "vod.csv", "--timezone", "+99:00"], 1, "timezone: expected an offset"),
+        (["import", "vod.csv", "--dry-run", "--timezone", "+99:00"], 1, "timezone: expected an offset"),
     ],
 )
 def test_errors_are_one_line_and_an_exit_code(
@@ -127,9 +130,22 @@ def test_errors_are_one_line_and_an_exit_code(
 ) -> None:
     (tmp_path / "fragments.txt").write_text("x")
     (tmp_path / "bad.csv").write_text("stream_id,file_format,start_time,end_time,video_url\ns,mp4,soon,1,http://h/a\n")
+    (tmp_path / "latin1.csv").write_bytes("stream_id,note\ns,caf\u00e9\n".encode("latin-1"))
+    (tmp_path / "vod.csv").write_text(
+        "FileName,URL\nx_2026-09-21-22-13-20_2026-09-21-22-43-20,http://x.myqcloud.com/a\n"
+    )
     stderr = recorder(env, *args, code=code, cwd=tmp_path).stderr
     assert message in stderr
     assert code == 2 or stderr.count("\n") == 1  # usage errors also print the usage line
+
+
+@pytest.mark.parametrize("variable, value", [("RECORDER_RECONNECT_WINDOW", "abc"), ("RECORDER_SWEEP_SECONDS", "-7")])
+@pytest.mark.parametrize("command", [["broadcasts", "list"], ["serve"], ["worker"]])
+def test_a_bad_setting_is_one_line_naming_it(
+    env: dict[str, str], command: list[str], variable: str, value: str
+) -> None:
+    stderr = recorder(env, *command, code=1, **{variable: value}).stderr
+    assert stderr.startswith(f"Error: {variable}: ") and stderr.count("\n") == 1 and value not in stderr
 
 
 def test_url_backend_answers_like_the_database(env: dict[str, str], grouped: None, server: str) -> None:

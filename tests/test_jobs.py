@@ -162,3 +162,114 @@ def test_import_runs_once_and_archives_every_broadcast(
     assert [pipeline.stitch_broadcast(ctx, b) for b in broadcast_ids] == ["archived", "archived"]
     final = client.get(f"/v1/jobs/{rerun['id']}", headers=auth()).get_json()
     assert final["status"] == "done" and {b["version"] for b in final["broadcasts"]} == {2}
+
+
+VOD_HEADER = "FileName,URL\n"
+VOD_NAME = "class_9_2026-09-21-22-13-20_2026-09-21-22-43-20"
+
+
+@pytest.mark.parametrize(
+    "data, fmt, tz_offset, reason",
+    [
+        (VOD_HEADER + f"{VOD_NAME},http://x.myqcloud.com/a.mp4\n", "csv", "+99:00", "timezone: expected an offset"),
+        (VOD_HEADER + f"{VOD_NAME},http://x.myqcloud.com/a.mp4\n", "csv", "+08:75", "timezone: expected an offset"),
+        (
+            VOD_HEADER + "x_2026-13-01-00-00-00_2026-13-01-00-10-00.mp4,http://x.myqcloud.com/a.mp4\n",
+            "csv",
+            "+08:00",
+            "line 2: x_2026-13-01-00-00-00_2026-13-01-00-10-00.mp4: its times are not real dates",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "jsonl", "+08:00", "line 1: not valid JSON"),
+        (
+            json.dumps(record_body(stream_id="a\x01b")),
+            "jsonl",
+            "+08:00",
+            "line 1: stream_id: must be printable text",
+        ),
+    ],
+)
+def test_more_bad_imports_name_what_is_wrong(data: str, fmt: str, tz_offset: str, reason: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_fragments(data, fmt, tz_offset=tz_offset)
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
+def test_vod_file_name_is_found_whatever_the_column_order() -> None:
+    url = f"http://x.myqcloud.com/rec/{VOD_NAME}.mp4"  # the URL's path ends in the same name
+    (fragment,) = parse_fragments(f"URL,File name\n{url},{VOD_NAME}.mp4\n", "csv")
+    assert (fragment.stream_id, fragment.start, fragment.url) == ("class_9", START, url)
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators() -> None:
+    (fragment,) = parse_fragments(json.dumps(record_body(stream_param="a\u2028b\u0085c"), ensure_ascii=False), "jsonl")
+    assert fragment.source_key.startswith("tencent:")
+
+
+def test_one_list_saved_or_sent_another_way_is_one_job(client: FlaskClient) -> None:
+    rows = [
+        "stream_id,file_format,start_time,end_time,video_url",
+        "s,mp4,1790000000,1790000006,http://x.myqcloud.com/a",
+    ]
+    ways = [
+        {"data": "\n".join(rows), "timezone": "+08:00"},
+        {"data": "\ufeff" + "\r\n".join(rows) + "\r\n", "timezone": "+0800"},
+        {"data": "\r".join(rows), "timezone": "+08:00"},
+    ]
+    ids = {
+        client.post(
+            "/v1/jobs", json={"kind": "import", "format": "csv", "dry_run": True, **way}, headers=auth()
+        ).get_json()["id"]
+        for way in ways
+    }
+    jsonl = json.dumps(record_body())
+    ids_jsonl = {
+        client.post(
+            "/v1/jobs", json={"kind": "import", "format": "jsonl", "data": jsonl, "timezone": zone, "dry_run": True},
+            headers=auth(),
+        ).get_json()["id"]
+        for zone in ("+08:00", "-05:00")  # callback bodies carry their own times
+    }  # fmt: skip
+    assert len(ids) == 1 and len(ids_jsonl) == 1
+
+
+def test_the_same_job_submitted_at_the_same_moment_is_one_job(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.orm import Session
+
+    body = {"kind": "stitch", "stream_ids": ["a"], "since": 1, "until": 2, "dry_run": True}
+    first = client.post("/v1/jobs", json=body, headers=auth())
+    # The second request looked before the first committed: it saw no job and inserts one too.
+    real_get, looked = Session.get, []
+
+    def get(self: Session, entity: type, *args: object, **kwargs: object) -> object:
+        if entity.__name__ == "Job" and not looked:
+            looked.append(entity)
+            return None
+        return real_get(self, entity, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "get", get)
+    second = client.post("/v1/jobs", json=body, headers=auth())
+    assert (first.status_code, second.status_code) == (202, 200), second.get_json()
+    assert second.get_json()["id"] == first.get_json()["id"]
+
+
+@pytest.mark.parametrize(
+    "selector, reason",
+    [
+        ({"stream_ids": ["a\x00"]}, "stream_ids.0: must be printable"),
+        ({"stream_ids": ["a" * 1025]}, "stream_ids.0"),
+        ({"stream_prefix": "a\x00"}, "stream_prefix: must be printable"),
+    ],
+)
+def test_stitch_job_stream_ids_are_checked(client: FlaskClient, selector: dict, reason: str) -> None:  # type: ignore[type-arg]
+    body = {"kind": "stitch", **selector, "since": 1, "until": 2, "dry_run": True}
+    answer = client.post("/v1/jobs", json=body, headers=auth())
+    assert answer.status_code == 400 and reason in answer.get_json()["error"], answer.get_json()
+
+
+def test_a_job_body_nested_too_deep_is_400(client: FlaskClient) -> None:
+    answer = client.post(
+        "/v1/jobs", data="[" * 100_000 + "]" * 100_000, content_type="application/json", headers=auth()
+    )
+    assert answer.status_code == 400 and "body must be a JSON object" in answer.get_json()["error"]

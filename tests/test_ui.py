@@ -132,7 +132,9 @@ def test_login_sets_a_strict_http_only_cookie_and_logout_clears_it(client: Flask
     assert "Secure" in secure.headers["Set-Cookie"]
 
 
-@pytest.mark.parametrize("target", ["//evil.example/ui", "https://evil.example/", "/v1/broadcasts", "/uix"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/ui", "https://evil.example/", "/v1/broadcasts", "/uix", "/ui?x=1\r\nSet-Cookie: a=b"]
+)
 def test_login_only_redirects_inside_the_ui(client: FlaskClient, target: str) -> None:
     answer = client.post("/ui/login", data={"token": ADMIN, "next": target})
     assert answer.location == "/ui"
@@ -162,7 +164,7 @@ def test_actions_need_the_csrf_token_of_the_session(
     stitch = f"/ui/broadcasts/{broadcast_id}/stitch"
     with app.test_request_context():
         reader_csrf = auth.csrf_token(READER)
-    for form in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": reader_csrf}):
+    for form in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": reader_csrf}, {"csrf": "\u00e9"}):
         answer = client.post(stitch, data=form)
         assert answer.status_code == 403 and "CSRF" in answer.get_data(as_text=True)
     assert client.get(f"/v1/broadcasts/{broadcast_id}", headers=bearer()).get_json()["status"] == "settling"
@@ -209,6 +211,21 @@ def test_search_by_stream_exact_or_prefix_date_and_status(client: FlaskClient, s
     assert "No broadcasts match" in client.get("/ui?stream_id=nobody").get_data(as_text=True)
     bad = client.get("/ui?date=14.3.2025")
     assert bad.status_code == 400 and "date: Input should be a valid date" in bad.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "query, reason",
+    [
+        ("date=9999-12-31", "date"),
+        ("stream_id=a%00b", "stream_id"),
+        ("status=bogus", "status"),
+        ("date=2026-02-30", "date"),
+    ],
+)
+def test_search_refuses_what_it_cannot_look_for(client: FlaskClient, query: str, reason: str) -> None:
+    login(client, READER)
+    answer = client.get(f"/ui?{query}")
+    assert answer.status_code == 400 and reason in answer.get_data(as_text=True)
 
 
 def test_search_pages_with_a_cursor(client: FlaskClient, streams: dict[str, list[str]]) -> None:
@@ -290,6 +307,9 @@ def test_archive_route_streams_a_file_store_with_ranges(client: FlaskClient, arc
     assert download.headers["Content-Disposition"] == f"attachment; filename={archived}-v1.mp4"
     assert client.get(f"/ui/archives/{archived}/2/mp4").status_code == 404
     assert client.get(f"/ui/archives/{archived}/1/flv").status_code == 404
+    assert client.get(f"/ui/archives/{archived}/{2**70}/mp4").status_code == 404
+    assert client.get(f"/ui/archives/{archived}/1/mkv").status_code == 404
+    assert client.get("/ui/archives/a%00b/1/mp4").status_code == 404
 
 
 def test_archive_route_redirects_to_a_presigned_url_on_s3(settings: Settings, s3_server: str) -> None:

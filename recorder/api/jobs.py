@@ -9,7 +9,7 @@ from flask import Blueprint, request
 from recorder import actions, queries
 from recorder.api.auth import require_token
 from recorder.api.openapi import TOKEN, JobList, JobOut, JobRequest, Response, documented, errors
-from recorder.api.params import query_args
+from recorder.api.params import query_args, request_json
 from recorder.app import services
 from recorder.queries import PageQuery
 
@@ -28,7 +28,7 @@ JOB_BODY_LIMIT = 16 * 1024 * 1024  # imports carry their fragment list inline
 @require_token(admin=True)
 def submit_job() -> tuple[dict[str, Any], int]:
     request.max_content_length = JOB_BODY_LIMIT
-    view, created = actions.submit_job(services(), request.get_json(silent=True))
+    view, created = actions.submit_job(services(), request_json())
     return view, 202 if created else 200
 
 

@@ -135,6 +135,9 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
+MAX_WINDOW_DAYS = 7
+
+
 class DeclareWindow(BaseModel):
     """A window the app knows (a class from 9:00 to 9:45): its fragments are one broadcast."""
 
@@ -150,6 +153,8 @@ class DeclareWindow(BaseModel):
     def _ordered(self) -> DeclareWindow:
         if self.end <= self.start:
             raise ValueError("end must be after start")
+        if self.end - self.start > MAX_WINDOW_DAYS * 86400:  # a typo in a year must not swallow a stream
+            raise ValueError(f"a declared window is at most {MAX_WINDOW_DAYS} days long")
         return self
 
 

@@ -20,8 +20,16 @@ def query_args(model: type[M]) -> M:
     return parse_query(model, request.args.to_dict())
 
 
+def request_json() -> object:
+    """The body parsed as JSON; None if it is not JSON this service reads."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes (silent covers only ValueError)
+        return None
+
+
 def json_body(model: type[M]) -> M:
-    body = request.get_json(silent=True)
+    body = request_json()
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     return validated(model, body, "body")

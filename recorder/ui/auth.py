@@ -63,7 +63,8 @@ def login_required(*, admin: bool = False, json: bool = False) -> Callable[[F], 
                 return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
             if admin and not who.admin:
                 raise Forbidden("this token is read-only; the action needs an admin token")
-            if request.method == "POST" and not hmac.compare_digest(request.form.get("csrf", ""), who.csrf):
+            sent = request.form.get("csrf", "").encode()  # bytes: compare_digest refuses non-ASCII text
+            if request.method == "POST" and not hmac.compare_digest(sent, who.csrf.encode()):
                 raise Forbidden("the form was stale or not sent from these pages (CSRF check failed): reload and retry")
             g.viewer = who
             return view(*args, **kwargs)
@@ -75,6 +76,6 @@ def login_required(*, admin: bool = False, json: bool = False) -> Callable[[F], 
 
 def safe_next(target: str | None) -> str:
     """Only a path under /ui: a login link must not send the operator elsewhere."""
-    if target and (target == "/ui" or target.startswith(("/ui/", "/ui?"))):
+    if target and target.isprintable() and (target == "/ui" or target.startswith(("/ui/", "/ui?"))):
         return target
     return url_for("ui.search")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, send_file, url_for
 from pydantic import BeforeValidator, Field
@@ -17,15 +17,16 @@ from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from recorder import actions, queries
+from recorder import actions, imports, queries
 from recorder.api.jobs import JOB_BODY_LIMIT
 from recorder.api.openapi import DeclareWindow
 from recorder.api.params import query_args
 from recorder.app import services
 from recorder.archive import ArchiveStore
 from recorder.errors import BadRequest, NotFound, RecorderError
+from recorder.events import MediaFormat, Text
 from recorder.grouping import gaps, timeline
-from recorder.queries import PageQuery, page, validated
+from recorder.queries import PageQuery, Status, page, validated
 from recorder.store import repository
 from recorder.store.models import Archive, Broadcast
 from recorder.ui import auth, formatting
@@ -37,7 +38,7 @@ bp.add_app_template_filter(formatting.utc, "utc")
 bp.add_app_template_filter(formatting.duration, "duration")
 bp.add_app_template_filter(formatting.filesize, "filesize")
 
-STATUSES = ("open", "settling", "stitching", "archived", "suspect", "failed")
+STATUSES = get_args(Status)
 # Chromium plays these inline; FLV and HLS playlists are only offered as downloads.
 PLAYERS = {"mp4": "video", "m4a": "audio", "aac": "audio"}
 # Inline SVG needs no style-src exception: it is styled by classes from ui.css. Media may
@@ -145,10 +146,11 @@ def _trimmed(value: object) -> object:
 class SearchQuery(PageQuery):
     """The search form; a field left empty filters nothing."""
 
-    stream_id: Annotated[str | None, BeforeValidator(_trimmed)] = None
+    stream_id: Annotated[Text | None, BeforeValidator(_trimmed)] = None
     match: Literal["exact", "prefix"] = "exact"
-    day: Annotated[date | None, BeforeValidator(_trimmed)] = Field(None, alias="date")  # in UTC
-    status: Annotated[str | None, BeforeValidator(_trimmed)] = None
+    # In UTC; a day whose end a datetime can hold.
+    day: Annotated[date | None, BeforeValidator(_trimmed), Field(alias="date", lt=date.max)] = None
+    status: Annotated[Status | None, BeforeValidator(_trimmed)] = None
 
     def filters(self) -> dict[str, str]:
         """The form's fields, to keep them across pages."""
@@ -171,7 +173,7 @@ def search() -> str:
         status=args.status,
         since=since,
         until=until,
-        after=args.after(),
+        after=args.after(str),
     ).options(selectinload(Broadcast.fragments), selectinload(Broadcast.archives))
     with services().sessions() as session:
         rows, cursor = page(session, query, args, lambda b: (b.started_at, b.id))
@@ -240,7 +242,7 @@ def declare() -> BaseResponse:
     return redirect(url_for("ui.broadcast", broadcast_id=broadcast_id))
 
 
-@bp.get("/archives/<broadcast_id>/<int:version>/<fmt>")
+@bp.get(f"/archives/<broadcast_id>/<int(max={2**31 - 1}):version>/<any({','.join(MediaFormat)}):fmt>")
 @auth.login_required()
 def archive_file(broadcast_id: str, version: int, fmt: str) -> BaseResponse:
     """The archive for the player and downloads: streamed with ranges from a file store, else presigned."""
@@ -294,10 +296,7 @@ def submit_job() -> BaseResponse:
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             raise BadRequest("file: choose a CSV or JSONL fragment list to import")
-        try:
-            data = upload.read().decode("utf-8-sig")  # the VOD console's CSV starts with a BOM
-        except UnicodeDecodeError:
-            raise BadRequest("file: expected UTF-8 text") from None
+        data = imports.decode(upload.read())
         fmt = form.get("format") or ("csv" if upload.filename.lower().endswith(".csv") else "jsonl")
         body: dict[str, Any] = {"kind": "import", "format": fmt, "data": data, "dry_run": dry_run}
         if form.get("timezone"):
