@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import m3u8
 import urllib3
@@ -136,8 +136,18 @@ class _Target(NamedTuple):
     label: str  # scheme://host[:port]/path for messages: never the query, which may hold a token
 
 
+def _split(url: str, what: str, base: str = "") -> SplitResult:
+    """``url`` split, made absolute against ``base`` first. urllib raises ValueError on a malformed
+    URL (an unclosed IPv6 bracket, say): from a callback, a redirect or a playlist, that is a
+    permanent FetchError naming it."""
+    try:
+        return urlsplit(urljoin(base, url))
+    except ValueError:
+        raise FetchError(f"{what} is not a valid URL: {url[:100]!r}", permanent=True) from None
+
+
 def _parse(url: str, allow: HostAllowlist, what: str) -> _Target:
-    parts = urlsplit(url.strip())
+    parts = _split(url.strip(), what)
     if parts.scheme not in _DEFAULT_PORTS:
         raise FetchError(
             f"{what} scheme {parts.scheme or '(none)'!r} is not allowed (only http and https)", permanent=True
@@ -240,7 +250,7 @@ def _open(url: str, allow: HostAllowlist, timeout: float, what: str) -> tuple[Ba
         _close(resp)
         if status not in _REDIRECTS or not location:
             raise FetchError(f"GET {label}: HTTP {status}", permanent=not (status >= 500 or status in _TRANSIENT))
-        url, what = urljoin(url, location), "redirect target"
+        url, what = _split(location, "redirect target", url).geturl(), "redirect target"
     raise FetchError(f"GET {label}: more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
@@ -399,7 +409,7 @@ def _media_playlist(
             raise FetchError(
                 f"master playlist {_label(url)} has separate audio renditions (not supported)", permanent=True
             )
-        url, what = urljoin(url, best.uri), "playlist entry"
+        url, what = _split(best.uri, "playlist entry", url).geturl(), "playlist entry"
     raise FetchError(f"playlist {_label(first)} nests master playlists deeper than {max_depth} levels", permanent=True)
 
 
@@ -444,7 +454,7 @@ def download_hls(
     counts: dict[str, int] = {}
 
     def local(uri: str, prefix: str, suffix: str, size: int | None = None) -> str:
-        absolute = urljoin(base, uri)
+        absolute = _split(uri, "playlist entry", base).geturl()
         _parse(absolute, allow, "playlist entry")  # refuse file:, data:, concat:, other hosts up front
         if absolute not in files:
             counts[prefix] = counts.get(prefix, 0) + 1
@@ -488,7 +498,7 @@ def download_hls(
         lines.append(f"#EXTINF:{segment.duration},")
         if segment.byterange:
             lines.append(f"#EXT-X-BYTERANGE:{_attribute(segment.byterange, _BYTERANGE, 'BYTERANGE', base)}")
-        suffix = PurePosixPath(urlsplit(urljoin(base, segment.uri)).path).suffix.lower()
+        suffix = PurePosixPath(_split(segment.uri, "playlist entry", base).path).suffix.lower()
         lines.append(local(segment.uri, "seg", suffix if suffix in SEGMENT_SUFFIXES else ".ts"))
     lines.append("#EXT-X-ENDLIST")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,41 @@ def _server() -> Iterator[HTTPServer]:
 def server(_server: HTTPServer) -> Iterator[HTTPServer]:
     yield _server
     _server.clear()
+
+
+Reply = Callable[[socket.socket], None]
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Reply], int]]:
+    """Starts loopback servers that answer each request by hand, for what werkzeug will not send
+    (a malformed Location, headers a byte at a time); returns the port."""
+    listeners = []
+
+    def answer(conn: socket.socket, reply: Reply) -> None:
+        with conn:
+            conn.recv(65536)  # the request
+            try:
+                reply(conn)
+            except OSError:  # the client gave up
+                pass
+
+    def accept(listener: socket.socket, reply: Reply) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=answer, args=(conn, reply), daemon=True).start()
+
+    def start(reply: Reply) -> int:
+        listeners.append(listener := socket.create_server(("127.0.0.1", 0)))
+        threading.Thread(target=accept, args=(listener, reply), daemon=True).start()
+        return int(listener.getsockname()[1])
+
+    yield start
+    for listener in listeners:
+        listener.close()
 
 
 @pytest.fixture
@@ -146,6 +182,7 @@ def test_allowlist_rejects_bad_patterns(pattern: str) -> None:
         ("http:///a.mp4", "has no valid host"),
         ("http://x.myqcloud.com%00/a.mp4", "has no valid host"),
         ("http://x.myqcloud.com:99999/a.mp4", "invalid port"),
+        ("http://[::1/a.mp4", "video_url is not a valid URL: 'http://[::1/a.mp4'"),
     ],
 )
 def test_check_url(video_url: str, reason: str | None) -> None:
@@ -300,6 +337,19 @@ def test_redirect_to_forbidden_target_is_refused(
         download(url(server, "/a.mp4"), tmp_path / "a.mp4", allow=allow, expected_size=None)
     assert reason in refused(excinfo)
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_malformed_redirect_target_is_refused(raw_server: Callable[[Reply], int], tmp_path: Path) -> None:
+    port = raw_server(lambda conn: conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[evil/x\r\n\r\n"))
+    with pytest.raises(FetchError) as excinfo:
+        download(
+            f"http://127.0.0.1:{port}/a.mp4",
+            tmp_path / "a.mp4",
+            allow=HostAllowlist([f"127.0.0.1:{port}"]),
+            expected_size=None,
+        )
+    assert refused(excinfo) == "redirect target is not a valid URL: 'http://[evil/x'"
+    assert not list(tmp_path.iterdir())
 
 
 # --- sizes, deadline, retries -------------------------------------------------------------
@@ -579,6 +629,9 @@ def test_hls_absolute_path_is_fetched_over_http_never_from_disk(
             "malformed IV",
         ),
         (["#EXTINF:4.0,", '#EXT-X-BYTERANGE:10@0,URI="file:///etc/passwd"', "a.ts"], "malformed BYTERANGE"),
+        (["#EXTINF:4.0,", "http://[::1/a.ts"], "playlist entry is not a valid URL: 'http://[::1/a.ts'"),
+        (['#EXT-X-KEY:METHOD=AES-128,URI="http://[k/k.key"', "#EXTINF:4.0,", "a.ts"], "not a valid URL"),
+        (['#EXT-X-MAP:URI="http://[m/init.mp4"', "#EXTINF:4.0,", "a.ts"], "not a valid URL"),
         (["#EXTINF:nan,", "a.ts"], "malformed EXTINF"),
         (["#EXT-X-MEDIA-SEQUENCE:abc", "#EXTINF:4.0,", "a.ts"], "cannot be parsed"),
         ([], "has no segments"),
@@ -594,6 +647,14 @@ def test_hls_bad_entries_are_refused_before_any_download(
     assert reason in refused(excinfo)
     assert [r.path for r, _ in server.log] == ["/live/index.m3u8"]
     assert not any(PASSWD in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_hls_malformed_variant_uri_is_refused(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
+    variant = "http://[x/" + "v" * 200 + ".m3u8"
+    server.expect_request("/m.m3u8").respond_with_data(f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n{variant}\n")
+    with pytest.raises(FetchError) as excinfo:
+        download_hls(url(server, "/m.m3u8"), tmp_path, allow=allow)
+    assert refused(excinfo) == f"playlist entry is not a valid URL: {variant[:100]!r}"  # named, but cut short
 
 
 def test_hls_self_referencing_master_is_refused(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
