@@ -283,6 +283,12 @@ def _get(
             )
         if declared is not None and declared > limit:
             raise FetchError(f"GET {label}: Content-Length {declared} exceeds {limit} bytes", permanent=True)
+        encoding = resp.headers.get("Content-Encoding", "identity")
+        if encoding.strip().lower() not in ("identity", ""):  # we would store it still compressed
+            raise FetchError(
+                f"GET {label}: server sent Content-Encoding {encoding[:40]!r} although identity was asked for",
+                permanent=True,
+            )
         size, sha256 = _stream(resp, sink, label, limit, timeout)
     finally:
         _close(resp)

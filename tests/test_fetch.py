@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import socket
 import ssl
@@ -381,6 +382,14 @@ def chunked(*parts: bytes, pause: float = 0) -> Response:
             yield part
 
     return Response(body(), direct_passthrough=True)  # no Content-Length: sent chunked
+
+
+def test_compressed_body_is_refused(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
+    server.expect_request("/a.mp4").respond_with_data(gzip.compress(b"media"), headers={"Content-Encoding": "gzip"})
+    with pytest.raises(FetchError) as excinfo:
+        download(url(server, "/a.mp4"), tmp_path / "a.mp4", allow=allow, expected_size=None)
+    assert "server sent Content-Encoding 'gzip' although identity was asked for" in refused(excinfo)
+    assert server.log[0][0].headers["Accept-Encoding"] == "identity" and not list(tmp_path.iterdir())
 
 
 def test_final_size_different_from_expected(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
