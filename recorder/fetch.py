@@ -7,7 +7,8 @@ Every URL we fetch comes from an attacker-controllable callback or playlist, so 
   listed, and the connection goes to the address that was checked (urllib3 connects to the IP
   while Host, SNI and certificate checks use the name), so DNS rebinding cannot redirect it;
 - follows at most ``MAX_REDIRECTS`` redirects by hand, each checked the same way;
-- streams to disk under a byte cap and an overall deadline, hashing as it goes.
+- streams to disk under a byte cap, hashing as it goes;
+- has one wall-clock deadline per attempt, over connecting, headers and body (_Deadline).
 
 urllib3 is used directly rather than requests: we need neither sessions nor cookies, and
 requests would honour ``*_PROXY`` variables, which would hand name resolution to a proxy.
@@ -17,6 +18,7 @@ the first resolved address and can only allow loopback globally, not per ``host:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import math
@@ -29,11 +31,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import m3u8
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
 
 from recorder.errors import FetchError
@@ -42,10 +45,11 @@ MAX_REDIRECTS = 3
 MAX_BYTES = 16 * 1024**3  # cap for a file whose size nobody told us
 PLAYLIST_MAX_BYTES = 4 * 1024**2
 AES_KEY_BYTES = 16
-# Deadline: a transfer may take 4 timeouts plus one second per MIN_RATE bytes received, so a
-# trickle fails after ~4 timeouts while a large file on a sane link never does.
+# Deadline: an attempt may take 4 timeouts plus one second per MIN_RATE bytes received, so
+# dripped headers or a trickle fail after ~4 timeouts while a large file on a sane link never does.
 MIN_RATE = 100_000  # bytes/s
 DEADLINE_TIMEOUTS = 4
+DEADLINE_POLL = 0.1  # seconds between shutdowns once an attempt is past its deadline
 BACKOFF = 0.5  # seconds before the first retry; doubles each time
 HLS_WORKERS = 4
 CHUNK = 1024 * 1024
@@ -62,9 +66,107 @@ _LOCAL_NAME = re.compile(r"(?:seg|init|key)\d{5,}\.[a-z0-9]{1,4}")  # what downl
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT = {408, 429}  # plus every 5xx
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_POOLS = urllib3.PoolManager(num_pools=32, maxsize=HLS_WORKERS)
 
 T = TypeVar("T")
+
+
+class _Deadline:
+    """One attempt's wall-clock deadline, over connecting, headers and body: DEADLINE_TIMEOUTS
+    timeouts plus a second per MIN_RATE bytes received. urllib3's timeouts bound each read, not
+    their sum, so a server dripping bytes just within them could hold a worker for ever. When the
+    deadline passes, a watchdog thread shuts the socket in use down, ending the read blocked on it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.received = 0
+        self.expired = False
+        self._started = time.monotonic()
+        self._stop_read: Callable[[], object] | None = None
+        self._lock = threading.Lock()
+        self._over = threading.Event()
+
+    def __enter__(self) -> _Deadline:
+        _ATTEMPT.deadline = self
+        threading.Thread(target=self._watch, name="fetch-deadline", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:  # from here on the watchdog touches no socket: it may serve another attempt
+            self._over.set()
+        _ATTEMPT.deadline = None
+
+    def watch(self, stop_read: Callable[[], object]) -> None:
+        """How to stop the read in progress: the connection's, then (its socket may go back to the
+        pool once the body is read) the response's."""
+        with self._lock:
+            self._stop_read = stop_read
+
+    def check(self, url: str) -> None:
+        if self.expired:
+            raise FetchError(f"GET {_label(url)}: too slow, {self.received} bytes in {self._elapsed():.1f} s")
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def _left(self) -> float:
+        return DEADLINE_TIMEOUTS * self.timeout + self.received / MIN_RATE - self._elapsed()
+
+    def _watch(self) -> None:
+        # Past the deadline it shuts down again every DEADLINE_POLL s: a socket may have been opening.
+        while not self._over.wait(max(self._left(), DEADLINE_POLL)):
+            with self._lock:
+                if self._over.is_set() or self._left() > 0:
+                    continue
+                self.expired = True
+                if self._stop_read:
+                    with contextlib.suppress(OSError, RuntimeError, ValueError):  # closed or released
+                        self._stop_read()
+
+
+class _Attempt(threading.local):
+    deadline: _Deadline | None = None
+
+
+_ATTEMPT = _Attempt()  # the deadline of the attempt this thread is making
+
+
+class _WatchedHTTP(HTTPConnection):
+    """Puts itself under its thread's attempt deadline when it connects (a TLS handshake too)
+    and when it sends a request (a pooled connection does not connect again)."""
+
+    def connect(self) -> None:
+        self._watched()
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._watched()
+        super().request(*args, **kwargs)
+
+    def _watched(self) -> None:
+        if _ATTEMPT.deadline:  # set during every attempt, and our pools serve nothing else
+            _ATTEMPT.deadline.watch(self._shut)
+
+    def _shut(self) -> None:
+        sock = self.sock
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTPS(_WatchedHTTP, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+_POOLS = urllib3.PoolManager(num_pools=32, maxsize=HLS_WORKERS)
+_POOLS.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 def _norm_host(host: str) -> str:
@@ -211,7 +313,7 @@ def _close(resp: BaseHTTPResponse) -> None:
     resp.release_conn()
 
 
-def _request(url: str, allow: HostAllowlist, timeout: float, what: str) -> tuple[BaseHTTPResponse, str]:
+def _request(url: str, allow: HostAllowlist, deadline: _Deadline, what: str) -> tuple[BaseHTTPResponse, str]:
     t = _parse(url, allow, what)
     address = _resolve(t, allow)
     # The pool connects to the vetted address; TLS SNI and the certificate check use the name.
@@ -234,15 +336,16 @@ def _request(url: str, allow: HostAllowlist, timeout: float, what: str) -> tuple
         retries=False,
         preload_content=False,
         decode_content=False,
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        timeout=urllib3.Timeout(connect=deadline.timeout, read=deadline.timeout),
     )
+    deadline.watch(resp.shutdown)
     return resp, t.label
 
 
-def _open(url: str, allow: HostAllowlist, timeout: float, what: str) -> tuple[BaseHTTPResponse, str, str]:
+def _open(url: str, allow: HostAllowlist, deadline: _Deadline, what: str) -> tuple[BaseHTTPResponse, str, str]:
     """GET following redirects by hand; returns a 200 response, its label and its final URL."""
     for _ in range(MAX_REDIRECTS + 1):
-        resp, label = _request(url, allow, timeout, what)
+        resp, label = _request(url, allow, deadline, what)
         status = resp.status
         if status == 200:
             return resp, label, url
@@ -254,44 +357,50 @@ def _open(url: str, allow: HostAllowlist, timeout: float, what: str) -> tuple[Ba
     raise FetchError(f"GET {label}: more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
-def _stream(resp: BaseHTTPResponse, sink: BinaryIO, label: str, limit: int, timeout: float) -> tuple[int, str]:
-    started = time.monotonic()
+def _stream(resp: BaseHTTPResponse, sink: BinaryIO, label: str, limit: int, deadline: _Deadline) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    # read1 returns whatever has arrived, so the deadline is checked even during a trickle.
+    # read1 returns whatever has arrived, so the deadline grows as the bytes come.
     while chunk := resp.read1(CHUNK, decode_content=False):
         size += len(chunk)
         if size > limit:
             raise FetchError(f"GET {label}: body exceeds {limit} bytes", permanent=True)
-        if time.monotonic() - started > DEADLINE_TIMEOUTS * timeout + size / MIN_RATE:
-            raise FetchError(f"GET {label}: too slow, {size} bytes in {time.monotonic() - started:.1f} s")
+        deadline.received = size
         digest.update(chunk)
         sink.write(chunk)
     return size, digest.hexdigest()
 
 
+def _check_headers(resp: BaseHTTPResponse, label: str, expected_size: int | None, limit: int) -> None:
+    declared = resp.length_remaining
+    if expected_size is not None and declared is not None and declared != expected_size:
+        raise FetchError(f"GET {label}: Content-Length {declared} but expected {expected_size} bytes", permanent=True)
+    if declared is not None and declared > limit:
+        raise FetchError(f"GET {label}: Content-Length {declared} exceeds {limit} bytes", permanent=True)
+    encoding = resp.headers.get("Content-Encoding", "identity")
+    if encoding.strip().lower() not in ("identity", ""):  # we would store it still compressed
+        raise FetchError(
+            f"GET {label}: server sent Content-Encoding {encoding[:40]!r} although identity was asked for",
+            permanent=True,
+        )
+
+
 def _get(
     url: str, sink: BinaryIO, *, allow: HostAllowlist, expected_size: int | None, limit: int, timeout: float, what: str
 ) -> tuple[int, str, str]:
-    """One attempt: returns size, sha256 and the final URL after redirects."""
-    resp, label, final_url = _open(url, allow, timeout, what)
-    try:
-        declared = resp.length_remaining
-        if expected_size is not None and declared is not None and declared != expected_size:
-            raise FetchError(
-                f"GET {label}: Content-Length {declared} but expected {expected_size} bytes", permanent=True
-            )
-        if declared is not None and declared > limit:
-            raise FetchError(f"GET {label}: Content-Length {declared} exceeds {limit} bytes", permanent=True)
-        encoding = resp.headers.get("Content-Encoding", "identity")
-        if encoding.strip().lower() not in ("identity", ""):  # we would store it still compressed
-            raise FetchError(
-                f"GET {label}: server sent Content-Encoding {encoding[:40]!r} although identity was asked for",
-                permanent=True,
-            )
-        size, sha256 = _stream(resp, sink, label, limit, timeout)
-    finally:
-        _close(resp)
+    """One attempt, under one deadline: returns size, sha256 and the final URL after redirects."""
+    with _Deadline(timeout) as deadline:
+        try:
+            resp, label, final_url = _open(url, allow, deadline, what)
+            try:
+                _check_headers(resp, label, expected_size, limit)
+                size, sha256 = _stream(resp, sink, label, limit, deadline)
+            finally:
+                _close(resp)
+        except (urllib3.exceptions.HTTPError, OSError):
+            deadline.check(url)  # the watchdog broke the connection
+            raise
+        deadline.check(url)  # a socket shut down mid-body can look like the body's end
     if expected_size is not None and size != expected_size:
         raise FetchError(f"GET {label}: got {size} bytes but expected {expected_size}", permanent=True)
     return size, sha256, final_url

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -102,6 +103,12 @@ def raw_server() -> Iterator[Callable[[Reply], int]]:
     yield start
     for listener in listeners:
         listener.close()
+
+
+def download_raw(port: int, dest: Path, **options: Any) -> fetch.Downloaded:
+    """download() of /a.mp4 from a raw_server, the one allowed host."""
+    allow = HostAllowlist([f"127.0.0.1:{port}"])
+    return download(f"http://127.0.0.1:{port}/a.mp4", dest, allow=allow, expected_size=None, **options)
 
 
 @pytest.fixture
@@ -343,12 +350,7 @@ def test_redirect_to_forbidden_target_is_refused(
 def test_malformed_redirect_target_is_refused(raw_server: Callable[[Reply], int], tmp_path: Path) -> None:
     port = raw_server(lambda conn: conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[evil/x\r\n\r\n"))
     with pytest.raises(FetchError) as excinfo:
-        download(
-            f"http://127.0.0.1:{port}/a.mp4",
-            tmp_path / "a.mp4",
-            allow=HostAllowlist([f"127.0.0.1:{port}"]),
-            expected_size=None,
-        )
+        download_raw(port, tmp_path / "a.mp4")
     assert refused(excinfo) == "redirect target is not a valid URL: 'http://[evil/x'"
     assert not list(tmp_path.iterdir())
 
@@ -441,6 +443,39 @@ def test_trickle_hits_the_deadline(server: HTTPServer, allow: HostAllowlist, tmp
         download(url(server, "/a.mp4"), tmp_path / "a.mp4", allow=allow, expected_size=None, timeout=0.25, attempts=1)
     assert "too slow" in refused(excinfo, permanent=False)
     assert time.monotonic() - started < 2.5
+
+
+def drip(head: bytes, body: bytes = b"") -> Reply:
+    """Sends ``head`` at once, then ``body`` a byte at a time, each well within a 0.25 s read timeout."""
+
+    def reply(conn: socket.socket) -> None:
+        conn.sendall(head)
+        for byte in body:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.05)
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (drip(b"HTTP/1.1 200 OK\r\n", b"X-Pad: " + b"a" * 100 + b"\r\nContent-Length: 1\r\n\r\nx"), "0 bytes in"),
+        # Without a length the body ends when the connection does: a socket shut down must not pass for that.
+        (drip(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"x" * 100), ""),
+    ],
+    ids=["headers", "body without length"],
+)
+def test_dripping_server_hits_the_deadline(
+    raw_server: Callable[[Reply], int], tmp_path: Path, reply: Reply, reason: str
+) -> None:
+    port = raw_server(reply)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as excinfo:
+        # One deadline (4 x 0.25 s) covers the attempt, the status line and headers included.
+        download_raw(port, tmp_path / "a.mp4", timeout=0.25, attempts=1)
+    assert f"too slow, {reason}" in refused(excinfo, permanent=False)
+    assert time.monotonic() - started < 2 and not list(tmp_path.iterdir())
 
 
 def test_404_is_permanent_and_not_retried(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
