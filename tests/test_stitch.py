@@ -512,19 +512,18 @@ def test_a_playlist_cuts_an_overlap_at_a_segment_boundary(clips: dict[str, Path]
     assert len(result.extra_files) == 6
 
 
+def encrypted_hls(clip: Path, folder: Path) -> Path:
+    """``clip`` as an HLS playlist in ``folder`` whose segments are AES-128 encrypted, key00000.key."""
+    folder.mkdir()
+    (key := folder / "key00000.key").write_bytes(bytes(range(16)))
+    (folder / "info").write_text(f"{key.name}\n{key}\n")
+    cmd = ["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", "-f", "hls", "-hls_time", "2"]
+    subprocess.run([*cmd, "-hls_key_info_file", str(folder / "info"), str(folder / "index.m3u8")], check=True)
+    return folder / "index.m3u8"
+
+
 def test_encrypted_hls_joins_and_publishes_its_key(clips: dict[str, Path], tmp_path: Path) -> None:
-    key = tmp_path / "key00000.key"
-    key.write_bytes(bytes(range(16)))
-    playlists = []
-    for name in ("f0.mp4", "f1.mp4"):
-        (folder := tmp_path / name.removesuffix(".mp4")).mkdir()
-        (folder / "info").write_text(f"key00000.key\n{key}\n")
-        shutil.copy(key, folder / key.name)
-        cmd = ["ffmpeg", "-v", "error", "-i", str(clips[name]), "-c", "copy", "-f", "hls", "-hls_time", "2"]
-        cmd += ["-hls_key_info_file", str(folder / "info"), str(folder / "index.m3u8")]
-        subprocess.run(cmd, check=True)
-        playlists.append(folder / "index.m3u8")
-    parts = inputs(*playlists)
+    parts = inputs(*(encrypted_hls(clips[name], tmp_path / name.removesuffix(".mp4")) for name in ("f0.mp4", "f1.mp4")))
 
     joined = stitch(parts, tmp_path / "out.mp4")
     listed = stitch(parts, tmp_path / "archive.m3u8", hls_playlist=True)
@@ -534,6 +533,19 @@ def test_encrypted_hls_joins_and_publishes_its_key(clips: dict[str, Path], tmp_p
     assert [p.name for p in listed.extra_files][:2] == ["archive-00000.key", "archive-00001.ts"]
     assert '#EXT-X-KEY:METHOD=AES-128,URI="archive-00000.key",IV=0x' in listed.path.read_text()
     assert probe(listed.path, fmt="hls").duration == pytest.approx(12, abs=0.1)  # it decrypts
+
+
+def test_a_rewritten_fragment_before_an_encrypted_playlist(clips: dict[str, Path], tmp_path: Path) -> None:
+    # The odd first fragment becomes a plain MPEG-TS file; the encrypted playlist is joined as it is.
+    (tmp_path / "odd").mkdir()
+    odd = make_clip(tmp_path / "odd" / "index.m3u8", 4, size="640x360", fmt="hls")
+    parts = inputs(odd, encrypted_hls(clips["f0.mp4"], tmp_path / "encrypted"))
+
+    result = stitch(parts, tmp_path / "out.mp4")
+
+    assert [j.mode for j in result.joins] == ["reencode", "copy"]
+    assert result.duration == pytest.approx(10, abs=0.1)
+    verify(result, expected_duration(parts))
 
 
 def test_everything_is_reencoded_only_when_asked(clips: dict[str, Path], tmp_path: Path) -> None:

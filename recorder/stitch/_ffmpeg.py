@@ -58,8 +58,10 @@ def input_args(fmt: str | None) -> list[str]:
     return [arg for name, value in input_options(fmt).items() for arg in (f"-{name}", value)]
 
 
-def whitelist(fmt: str | None) -> str:
-    return "file,crypto" if fmt == "hls" else "file"  # crypto: AES-128 segments of a local playlist
+def whitelist(*formats: str | None) -> str:
+    """What ffmpeg may open to read files of these formats: local files, and crypto for the AES-128
+    segments of a local HLS playlist."""
+    return "file,crypto" if "hls" in formats else "file"
 
 
 def compiled(node: Any) -> list[str]:

@@ -215,7 +215,8 @@ def _concat(pieces: list[_Piece], output: Path, work: Path, deadline: Deadline) 
     concat_file.write_text("\n".join(listing) + "\n", encoding="utf-8")
 
     source_url = str(concat_file.resolve())
-    source = ffmpeg.input(source_url, f="concat", safe=0, protocol_whitelist=whitelist(pieces[0].format))
+    formats = (piece.format for piece in pieces)  # any of them may be an encrypted playlist read as it is
+    source = ffmpeg.input(source_url, f="concat", safe=0, protocol_whitelist=whitelist(*formats))
     streams = [source["v:0?"], source["a:0?"]]  # only audio and video: a data stream would fail the mp4 muxer
     # -copyts: the timeline is the list's own; else an AAC priming packet before 0 shifts it all 23 ms.
     cmd = compiled(ffmpeg.output(*streams, str(output.resolve()), f=muxer, **options).global_args("-copyts"))
