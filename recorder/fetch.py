@@ -19,6 +19,7 @@ the first resolved address and can only allow loopback globally, not per ``host:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import math
@@ -27,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePosixPath
@@ -68,6 +69,7 @@ _TRANSIENT = {408, 429}  # plus every 5xx
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 T = TypeVar("T")
+_Meter = Callable[[int], object]  # told a file's size as it grows; may raise to stop its download
 
 
 class _Deadline:
@@ -357,7 +359,9 @@ def _open(url: str, allow: HostAllowlist, deadline: _Deadline, what: str) -> tup
     raise FetchError(f"GET {label}: more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
-def _stream(resp: BaseHTTPResponse, sink: BinaryIO, label: str, limit: int, deadline: _Deadline) -> tuple[int, str]:
+def _stream(
+    resp: BaseHTTPResponse, sink: BinaryIO, label: str, limit: int, deadline: _Deadline, meter: _Meter | None
+) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     # read1 returns whatever has arrived, so the deadline grows as the bytes come.
@@ -366,6 +370,8 @@ def _stream(resp: BaseHTTPResponse, sink: BinaryIO, label: str, limit: int, dead
         if size > limit:
             raise FetchError(f"GET {label}: body exceeds {limit} bytes", permanent=True)
         deadline.received = size
+        if meter:
+            meter(size)  # before the write: it may stop the transfer
         digest.update(chunk)
         sink.write(chunk)
     return size, digest.hexdigest()
@@ -386,7 +392,15 @@ def _check_headers(resp: BaseHTTPResponse, label: str, expected_size: int | None
 
 
 def _get(
-    url: str, sink: BinaryIO, *, allow: HostAllowlist, expected_size: int | None, limit: int, timeout: float, what: str
+    url: str,
+    sink: BinaryIO,
+    *,
+    allow: HostAllowlist,
+    expected_size: int | None,
+    limit: int,
+    timeout: float,
+    what: str,
+    meter: _Meter | None = None,
 ) -> tuple[int, str, str]:
     """One attempt, under one deadline: returns size, sha256 and the final URL after redirects."""
     with _Deadline(timeout) as deadline:
@@ -394,7 +408,7 @@ def _get(
             resp, label, final_url = _open(url, allow, deadline, what)
             try:
                 _check_headers(resp, label, expected_size, limit)
-                size, sha256 = _stream(resp, sink, label, limit, deadline)
+                size, sha256 = _stream(resp, sink, label, limit, deadline, meter)
             finally:
                 _close(resp)
         except (urllib3.exceptions.HTTPError, OSError):
@@ -432,13 +446,25 @@ def _download(
     timeout: float,
     attempts: int,
     what: str,
+    meter: _Meter | None = None,
 ) -> Downloaded:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")  # a partial file never sits under the final name
 
     def attempt() -> tuple[int, str, str]:
+        if meter:
+            meter(0)  # each attempt starts the file again
         with part.open("wb") as sink:
-            return _get(url, sink, allow=allow, expected_size=expected_size, limit=limit, timeout=timeout, what=what)
+            return _get(
+                url,
+                sink,
+                allow=allow,
+                expected_size=expected_size,
+                limit=limit,
+                timeout=timeout,
+                what=what,
+                meter=meter,
+            )
 
     try:
         size, sha256, _ = _retrying(attempt, url, attempts)
@@ -542,6 +568,37 @@ def _pixels(resolution: tuple[int, int] | None) -> int:
     return resolution[0] * resolution[1] if resolution else 0
 
 
+class _Stopped(Exception):
+    """Ends a download of an HLS copy that has failed elsewhere: neither retried nor reported."""
+
+
+class _Budget:
+    """The bytes the files of one HLS copy may hold in all, shared by the threads fetching them:
+    a file growing past it fails, and once one has failed the others stop at their next chunk."""
+
+    def __init__(self, cap: int, playlist: str) -> None:
+        self.cap = cap
+        self.error: BaseException | None = None  # the first failure, the one reported
+        self._playlist = playlist
+        self._sizes: dict[str, int] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def grew(self, name: str, size: int) -> None:
+        """``name`` is about to hold ``size`` bytes."""
+        with self._lock:
+            if self.error is not None:
+                raise _Stopped
+            self._total += size - self._sizes.get(name, 0)
+            self._sizes[name] = size
+            if self._total > self.cap:
+                raise FetchError(f"{self._playlist} holds more than {self.cap} bytes", permanent=True)
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            self.error = self.error or error
+
+
 def download_hls(
     url: str,
     dest_dir: Path,
@@ -560,7 +617,7 @@ def download_hls(
     key00000.key, init00000.mp4), for ffmpeg with ``-protocol_whitelist file,crypto``. ffmpeg's
     hls demuxer refuses a ``.key`` file by its extension, so an encrypted copy also needs
     ``-allowed_extensions`` naming it (stitch's HLS_EXTENSIONS). Its size and sha256 are
-    hls_copy_digest's.
+    hls_copy_digest's. On failure, the files it wrote into ``dest_dir`` are removed again.
     """
     playlist, base = _media_playlist(
         url, allow=allow, timeout=timeout, attempts=attempts, max_segments=max_segments, max_depth=max_depth
@@ -618,35 +675,39 @@ def download_hls(
     lines.append("#EXT-X-ENDLIST")
 
     dest_dir.mkdir(parents=True, exist_ok=True)
-    cap = MAX_BYTES if max_bytes is None else max_bytes
-    fetched, counting = [0], threading.Lock()
+    budget = _Budget(MAX_BYTES if max_bytes is None else max_bytes, f"playlist {_label(base)}")
 
     def fetch_file(file_url: str, name: str, size: int | None) -> None:
-        got = _download(
-            file_url,
-            dest_dir / name,
-            allow=allow,
-            expected_size=size,
-            limit=min(cap, MAX_BYTES if size is None else size),
-            timeout=timeout,
-            attempts=attempts,
-            what="playlist entry",
-        )
-        with counting:
-            fetched[0] += got.size
-            if fetched[0] > cap:
-                raise FetchError(f"playlist {_label(base)} holds more than {cap} bytes", permanent=True)
-
-    with ThreadPoolExecutor(HLS_WORKERS) as pool:
-        futures = [pool.submit(fetch_file, file_url, name, size) for file_url, (name, size) in files.items()]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        pool.shutdown(cancel_futures=True)  # stop at the first failure
-        for future in done:
-            future.result()
+        try:
+            _download(
+                file_url,
+                dest_dir / name,
+                allow=allow,
+                expected_size=size,
+                limit=min(budget.cap, MAX_BYTES if size is None else size),
+                timeout=timeout,
+                attempts=attempts,
+                what="playlist entry",
+                meter=functools.partial(budget.grew, name),
+            )
+        except BaseException as error:
+            budget.fail(error)
+            raise
 
     index = dest_dir / HLS_INDEX
-    index.write_text("\n".join(lines) + "\n")
-    return Downloaded(index, *hls_copy_digest(index))
+    try:
+        with ThreadPoolExecutor(HLS_WORKERS) as pool:
+            for file_url, (name, size) in files.items():
+                pool.submit(fetch_file, file_url, name, size)
+        if budget.error is not None:
+            raise budget.error
+        index.write_text("\n".join(lines) + "\n")
+        return Downloaded(index, *hls_copy_digest(index))
+    except BaseException as error:
+        budget.fail(error)  # if it came here first (a time limit, say), what still runs stops too
+        for name in [HLS_INDEX, *(name for name, _ in files.values())]:
+            (dest_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def hls_copy_digest(index: Path) -> tuple[int, str]:

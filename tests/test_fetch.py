@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import socket
@@ -629,6 +630,57 @@ def test_hls_copy_stops_at_max_bytes(server: HTTPServer, allow: HostAllowlist, t
     assert download_hls(url(server, "/cap/index.m3u8"), tmp_path / "whole", allow=allow, max_bytes=2000).size == 2000
 
 
+def held(folder: Path) -> int:
+    """Bytes in the files of ``folder`` now, while downloads write and remove them."""
+    total = 0
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
+def test_hls_copy_never_holds_more_than_max_bytes(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
+    # Four 100 kB segments arrive side by side, 10 kB every 20 ms: the cap counts them as they come.
+    names = [f"s{n}.ts" for n in range(4)]
+    for name in names:
+        server.expect_request(f"/{name}").respond_with_handler(lambda _: chunked(*[b"s" * 10_000] * 10, pause=0.02))
+    server.expect_request("/p.m3u8").respond_with_data(playlist(*(f"#EXTINF:2.0,\n{name}" for name in names)))
+    (copy := tmp_path / "copy").mkdir()
+    peak, done = 0, threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, held(copy))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(FetchError, match="holds more than 150000 bytes"):
+            download_hls(url(server, "/p.m3u8"), copy, allow=allow, max_bytes=150_000)
+    finally:
+        done.set()
+        watcher.join()
+    assert 0 < peak <= 150_000
+    assert not list(copy.iterdir())  # nor is anything left
+
+
+def test_hls_retried_download_counts_once_against_max_bytes(
+    server: HTTPServer, allow: HostAllowlist, tmp_path: Path
+) -> None:
+    def cut_short(request: Request) -> Response:
+        response = chunked(b"a" * 600)
+        response.headers["Content-Length"] = "1000"
+        return response
+
+    server.expect_oneshot_request("/a.ts").respond_with_handler(cut_short)
+    server.expect_request("/a.ts").respond_with_data(b"a" * 1000)
+    server.expect_request("/b.ts").respond_with_data(b"b" * 1000)
+    server.expect_request("/p.m3u8").respond_with_data(playlist("#EXTINF:2.0,", "a.ts", "#EXTINF:2.0,", "b.ts"))
+    assert download_hls(url(server, "/p.m3u8"), tmp_path, allow=allow, max_bytes=2000, timeout=0.25).size == 2000
+    assert len([r for r, _ in server.log if r.path == "/a.ts"]) == 2
+
+
 def test_a_local_hls_copy_may_name_only_its_own_files(tmp_path: Path) -> None:
     (tmp_path / "copy").mkdir()
     (tmp_path / "seg00000.ts").write_bytes(b"outside the copy")
@@ -734,9 +786,14 @@ def test_hls_not_a_playlist(server: HTTPServer, allow: HostAllowlist, tmp_path: 
 
 
 def test_hls_failed_segment_fails_the_whole_copy(server: HTTPServer, allow: HostAllowlist, tmp_path: Path) -> None:
-    server.expect_request("/p.m3u8").respond_with_data(playlist("#EXTINF:4.0,", "a.ts", "#EXTINF:4.0,", "gone.ts"))
+    server.expect_request("/p.m3u8").respond_with_data(
+        playlist(*(f"#EXTINF:4.0,\n{name}" for name in ("a.ts", "slow.ts", "gone.ts")))
+    )
     server.expect_request("/a.ts").respond_with_data(b"a")
+    server.expect_request("/slow.ts").respond_with_handler(lambda _: chunked(*[b"s"] * 100, pause=0.02))  # 2 s
     server.expect_request("/gone.ts").respond_with_data(b"", status=404)
+    started = time.monotonic()
     with pytest.raises(FetchError, match="gone.ts: HTTP 404"):
         download_hls(url(server, "/p.m3u8"), tmp_path, allow=allow)
-    assert not (tmp_path / "index.m3u8").exists()
+    # The slow download stops at once, and what was written is removed.
+    assert time.monotonic() - started < 1 and not list(tmp_path.iterdir())
