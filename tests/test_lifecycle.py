@@ -259,3 +259,29 @@ def test_a_stop_handled_before_its_start_does_not_leave_the_stream_live(
     handle_events(ctx)
     assert broadcasts(ctx)[0].status == "settling"
     assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+
+
+def test_a_broadcast_merged_away_while_it_is_stitched_loses_its_lease(
+    client: FlaskClient, settings: Settings, media_url: str, media_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late fragment bridges an archived broadcast and one being stitched: that stitch stops, and
+    the archived one (the higher version) goes on with all three fragments as version 2."""
+    ctx = make_ctx(settings)
+    post(client, fragment(media_url, media_dir, 0, START))
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    post(client, fragment(media_url, media_dir, 1, START + 400))  # beyond the 300 s window
+    produce = pipeline._produce_archives
+
+    def bridged_meanwhile(*args: object) -> object:
+        post(client, fragment(media_url, media_dir, 2, START + 200))
+        handle_events(ctx)
+        return produce(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "_produce_archives", bridged_meanwhile)
+    assert run_until_quiet(ctx, ctx.clock) == ["lost-lease"]  # type: ignore[arg-type]
+    monkeypatch.undo()
+    (merged,) = broadcasts(ctx)
+    assert merged.status == "settling" and merged.version == 1 and len(merged.fragments) == 3
+    assert run_until_quiet(ctx, ctx.clock) == ["archived"]  # type: ignore[arg-type]
+    (final,) = broadcasts(ctx)
+    assert final.status == "archived" and final.version == 2

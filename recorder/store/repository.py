@@ -209,6 +209,7 @@ def assign_fragment(session: Session, fragment: Fragment, *, window: float, now:
                     links,
                 )
                 .distinct()
+                # The highest version survives (its archives stay current), even over one being stitched.
                 .order_by(Broadcast.version.desc(), Broadcast.created_at, Broadcast.id)
             ).scalars()
         )
@@ -218,11 +219,18 @@ def assign_fragment(session: Session, fragment: Fragment, *, window: float, now:
         for other in absorbed:
             for moved in session.execute(select(Fragment).filter_by(broadcast_id=other.id)).scalars():
                 _take(broadcast, moved)
-            other.status, other.merged_into, other.updated_at = "merged", broadcast.id, now
+            _merge(other, into=broadcast, now=now)
     _take(broadcast, fragment)
     if broadcast.status != "stitching":  # a running stitch notices the change itself
         reopen(broadcast, now, status=_arrival_status(stream))
     return broadcast
+
+
+def _merge(broadcast: Broadcast, *, into: Broadcast, now: float) -> None:
+    """``broadcast``'s fragments are ``into``'s now: a stitch of it in progress works on a stale
+    snapshot, so it loses its lease."""
+    broadcast.status, broadcast.merged_into, broadcast.updated_at = "merged", into.id, now
+    broadcast.lease_owner = broadcast.lease_until = None
 
 
 def _arrival_status(stream: Stream) -> str:
@@ -299,7 +307,7 @@ def declare_window(
 def _regroup(session: Session, broadcast: Broadcast, *, into: Broadcast, window: float, now: float) -> None:
     remaining = list(session.execute(select(Fragment).filter_by(broadcast_id=broadcast.id)).scalars())
     if not remaining:
-        broadcast.status, broadcast.merged_into, broadcast.updated_at = "merged", into.id, now
+        _merge(broadcast, into=into, now=now)
         return
     stream = session.get_one(Stream, broadcast.stream_pk)
     first, *others = group_fragments(remaining, window, key=lambda f: 0)
@@ -508,21 +516,25 @@ def acquire_lease(session: Session, broadcast_id: str, *, owner: str, lease: flo
     )
 
 
+def _leased_to(owner: str) -> ColumnElement[bool]:
+    """The broadcast is still being stitched under ``owner``'s lease (a merged one is not)."""
+    return (Broadcast.lease_owner == owner) & (Broadcast.status == "stitching")
+
+
 def renew_lease(session: Session, broadcast_id: str, *, owner: str, lease: float, now: float) -> bool:
     return bool(
         session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.lease_owner == owner)
-            .values(lease_until=now + lease)
+            update(Broadcast).where(Broadcast.id == broadcast_id, _leased_to(owner)).values(lease_until=now + lease)
         ).rowcount
     )
 
 
 def _held(session: Session, broadcast_id: str, owner: str) -> Broadcast | None:
-    broadcast = session.get(Broadcast, broadcast_id, with_for_update=True, populate_existing=True)
-    if broadcast is None or broadcast.lease_owner != owner:
-        return None
-    broadcast.lease_owner = broadcast.lease_until = None
+    """The broadcast, its lease released, if ``owner`` still held it."""
+    query = select(Broadcast).where(Broadcast.id == broadcast_id, _leased_to(owner)).with_for_update()
+    broadcast = session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
+    if broadcast is not None:
+        broadcast.lease_owner = broadcast.lease_until = None
     return broadcast
 
 
