@@ -159,28 +159,70 @@ def run_job(ctx: Context, job_id: str) -> list[str]:
         return []
 
 
-@contextmanager
-def _lease_renewed(ctx: Context, broadcast_id: str) -> Iterator[None]:
-    """Renew the lease in the background while the long work runs."""
-    stop = threading.Event()
+class LostLease(Exception):
+    """Another worker holds the broadcast now, or it was merged away: stop without storing."""
 
-    def renew() -> None:
-        while not stop.wait(ctx.settings.lease_seconds / 3):
-            try:
-                with transaction(ctx.sessions) as session:
-                    repository.renew_lease(
-                        session, broadcast_id, owner=ctx.owner, lease=ctx.settings.lease_seconds, now=ctx.clock()
-                    )
-            except Exception:
-                log.exception("could not renew the lease on %s", broadcast_id)
 
-    thread = threading.Thread(target=renew, name=f"lease-{broadcast_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+@dataclass
+class _Lease:
+    """This worker's lease on a broadcast, renewed in the background while the long work runs."""
+
+    ctx: Context
+    broadcast_id: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    @contextmanager
+    def renewed(self) -> Iterator[None]:
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.ctx.settings.lease_seconds / 3):
+                try:
+                    with transaction(self.ctx.sessions) as session:
+                        held = repository.renew_lease(
+                            session,
+                            self.broadcast_id,
+                            owner=self.ctx.owner,
+                            lease=self.ctx.settings.lease_seconds,
+                            now=self.ctx.clock(),
+                        )
+                except Exception:
+                    log.exception("could not renew the lease on %s", self.broadcast_id)
+                    continue
+                if not held:
+                    self.lost.set()
+                    return
+
+        thread = threading.Thread(target=renew, name=f"lease-{self.broadcast_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def check(self) -> None:
+        """Between steps: stop once a renewal has found the lease gone."""
+        if self.lost.is_set():
+            raise LostLease
+
+    def held(self) -> bool:
+        with self.ctx.sessions() as session:
+            return repository.holds_lease(session, self.broadcast_id, owner=self.ctx.owner, now=self.ctx.clock())
+
+    def check_before_storing(self, key: str) -> None:
+        """Right before each put of the archive ``key``: a worker that lost its lease computed the
+        same version, hence the same key, as the new holder, and would write over its archive.
+
+        A window remains: a process frozen in the middle of an upload, past its lease, resumes
+        and finishes writing after the new holder stored and recorded the same key. Closing it
+        would take keys no other attempt can share, which the contract's layout does not allow.
+        """
+        self.check()
+        with self.ctx.sessions() as session:
+            if not repository.may_store(session, self.broadcast_id, key, owner=self.ctx.owner, now=self.ctx.clock()):
+                self.lost.set()
+                raise LostLease
 
 
 @contextmanager
@@ -224,9 +266,10 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
     if job is None:
         return "skipped"
     clear_scratch(ctx.settings.work_dir, broadcast_id)
+    lease = _Lease(ctx, broadcast_id)
     try:
-        with _lease_renewed(ctx, broadcast_id), _scratch(ctx, broadcast_id) as work:
-            archives = _produce_archives(ctx, job, work)
+        with lease.renewed(), _scratch(ctx, broadcast_id) as work:
+            archives = _produce_archives(ctx, job, work, lease)
         with transaction(ctx.sessions) as session:
             status = repository.record_archives(session, job, archives, owner=ctx.owner, now=ctx.clock())
         if status is None:
@@ -234,6 +277,13 @@ def stitch_broadcast(ctx: Context, broadcast_id: str) -> str:
         if status != "settling":  # else a fragment came meanwhile, and the next version takes the copies
             _drop_prefetched(ctx, [f.id for f in job.fragments])
         return "archived"
+    except (LostLease, OSError) as error:
+        # A new holder on this machine clears our scratch (clear_scratch): a file gone from it
+        # means the lease went first.
+        if isinstance(error, OSError) and lease.held():
+            raise
+        log.warning("broadcast %s: the lease was lost; stopped without storing", broadcast_id)
+        return "lost-lease"
     except (FetchError, StorageError, StitchError) as error:
         transient = isinstance(error, StorageError) or (isinstance(error, FetchError) and not error.permanent)
         log.warning("broadcast %s: %s", broadcast_id, error.reason)
@@ -326,7 +376,7 @@ def _download(ctx: Context, fragment: Fragment, dest: Path, *, max_bytes: int | 
     )
 
 
-def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> list[Archive]:
+def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path, lease: _Lease) -> list[Archive]:
     """One verified, stored archive per recorded format."""
     if not job.fragments:
         raise StitchError("no fragments were recorded for this broadcast")
@@ -341,6 +391,7 @@ def _produce_archives(ctx: Context, job: repository.StitchJob, work: Path) -> li
         _archive_format(
             ctx,
             job,
+            lease,
             [f for f in fetched if f.fragment.format == fmt],
             [b for b in broken if b.fragment.format == fmt],
             work / fmt,
@@ -374,7 +425,14 @@ CONTENT_TYPES = {
 
 
 def _archive_format(
-    ctx: Context, job: repository.StitchJob, fetched: list[Fetched], broken: list[Broken], work: Path, *, primary: bool
+    ctx: Context,
+    job: repository.StitchJob,
+    lease: _Lease,
+    fetched: list[Fetched],
+    broken: list[Broken],
+    work: Path,
+    *,
+    primary: bool,
 ) -> Archive:
     """Stitch, verify and store one format's archive. The primary format's key is the
     contract's ``<broadcast_id>-v<n>.<ext>``; another format's is ``<broadcast_id>-v<n>.<format>.<ext>``."""
@@ -402,6 +460,7 @@ def _archive_format(
         version=job.next_version,
         ext=ext if primary else f"{inputs[0].format}.{ext}",
     )
+    lease.check()
     work.mkdir(parents=True, exist_ok=True)
     result = stitch.stitch(
         inputs,
@@ -417,11 +476,14 @@ def _archive_format(
         if not settings.publish_suspect:
             raise
         verification = f"suspect: {error.reason}"
+    lease.check_before_storing(key)
     stored = ctx.store.put_file(key, result.path, content_type=CONTENT_TYPES[ext])
     folder = key.rsplit("/", 1)[0]
     for extra in result.extra_files:  # HLS playlist mode: segments beside the playlist
+        lease.check_before_storing(key)
         ctx.store.put_file(f"{folder}/{extra.name}", extra, content_type=CONTENT_TYPES[extra.suffix[1:]])
     manifest = build_manifest(job, used, placements, broken, result, stored, verification, created_at=ctx.clock())
+    lease.check_before_storing(key)
     ctx.store.put_bytes(
         archive.manifest_key(key), json.dumps(manifest, indent=2).encode(), content_type="application/json"
     )

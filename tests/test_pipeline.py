@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from recorder import fetch, pipeline, prefetched, stitch
+from recorder.archive import sha256_file
 from recorder.config import Settings
 from recorder.demo import free_port
 from recorder.samples import make_clip
@@ -130,17 +131,82 @@ def test_events_are_handled_once_and_the_sweep_finds_unhandled_ones(
     assert pipeline.sweep(ctx).events == []
 
 
-def test_a_held_lease_stops_a_second_worker(
-    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
-) -> None:
-    send_fragments(client, media_url, media_dir, stream_id="s", clips=range(1), copies=1)
+def settled_broadcast(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str, start: float
+) -> str:
+    """One fragment (clip0) sent at ``start``, grouped and settled: its broadcast, due for stitching."""
+    send_fragments(client, media_url, media_dir, stream_id=stream_id, start=start, clips=range(1), copies=1)
     ctx.clock.now += 700  # type: ignore[attr-defined]
     for event_id in pipeline.sweep(ctx).events:
         pipeline.handle_event(ctx, event_id)
     (broadcast_id,) = pipeline.sweep(ctx).stitches
+    return broadcast_id
+
+
+def test_a_held_lease_stops_a_second_worker(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    broadcast_id = settled_broadcast(client, ctx, media_url, media_dir, "s", time.time() - 60)
     with transaction(ctx.sessions) as session:
         assert repository.acquire_lease(session, broadcast_id, owner="other", lease=300, now=ctx.clock()) is not None
     assert pipeline.stitch_broadcast(ctx, broadcast_id) == "skipped"
+
+
+@pytest.mark.parametrize("stall", ["before storing", "while uploading"])
+def test_a_worker_whose_lease_ran_out_leaves_the_next_holders_archive_alone(
+    client: FlaskClient,
+    ctx: pipeline.Context,
+    settings: Settings,
+    media_url: str,
+    media_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stall: str,
+) -> None:
+    """Worker 1 stalls past its lease; worker 2 stitches the broadcast with a fragment that came
+    meanwhile and records version 1. Worker 1 stops as lost-lease and writes nothing over it:
+    stalled before storing, on another machine, the check before each put stops it; stalled in
+    an upload, on the same machine, so does its scratch, which worker 2 cleared."""
+    start = time.time() - 60
+    broadcast_id = settled_broadcast(client, ctx, media_url, media_dir, "stale", start)
+    elsewhere = {"work_dir": settings.work_dir.with_name("other-machine")} if stall == "before storing" else {}
+    other = pipeline.Context.build(settings.model_copy(update=elsewhere), owner="other")
+    other.clock = ctx.clock
+    target, name = (pipeline, "verify_stitched") if stall == "before storing" else (ctx.store, "put_file")
+    step = getattr(target, name)
+
+    def taken_over_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(target, name, step)
+        send_fragments(client, media_url, media_dir, stream_id="stale", start=start, clips=range(2), copies=1)
+        grouped_events(ctx)
+        ctx.clock.now += ctx.settings.lease_seconds + 1  # type: ignore[attr-defined]
+        assert pipeline.stitch_broadcast(other, broadcast_id) == "archived"
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, taken_over_meanwhile)
+    assert pipeline.stitch_broadcast(ctx, broadcast_id) == "lost-lease"
+    with ctx.sessions() as session:
+        archive = session.execute(select(Archive)).scalar_one()
+    assert archive.duration == pytest.approx(12, abs=0.5)  # both fragments: worker 2's
+    assert sha256_file(ctx.store.local_path(archive.key)) == (archive.size, archive.sha256)  # type: ignore[arg-type]
+
+
+def test_a_renewal_that_finds_the_lease_gone_stops_the_stitch_at_its_next_step(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"lease_seconds": 0.3})  # renewed every 0.1 s
+    broadcast_id = settled_broadcast(client, ctx, media_url, media_dir, "taken", time.time() - 60)
+    produce = pipeline._produce_archives
+
+    def taken_meanwhile(*args: Any) -> Any:
+        ctx.clock.now += 1  # type: ignore[attr-defined]  # the lease ran out, and another worker took it
+        with transaction(ctx.sessions) as session:
+            assert repository.acquire_lease(session, broadcast_id, owner="other", lease=300, now=ctx.clock())
+        assert args[-1].lost.wait(10)  # the lease, as its renewal found it
+        return produce(*args)
+
+    monkeypatch.setattr(pipeline, "_produce_archives", taken_meanwhile)
+    monkeypatch.setattr(stitch, "stitch", lambda *args, **kwargs: pytest.fail("stitched after losing the lease"))
+    assert pipeline.stitch_broadcast(ctx, broadcast_id) == "lost-lease"
 
 
 def test_host_outside_allowlist_fails_the_broadcast_with_a_reason(client: FlaskClient, ctx: pipeline.Context) -> None:

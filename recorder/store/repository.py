@@ -529,6 +529,19 @@ def renew_lease(session: Session, broadcast_id: str, *, owner: str, lease: float
     )
 
 
+def holds_lease(session: Session, broadcast_id: str, *, owner: str, now: float) -> bool:
+    """Whether ``owner``'s lease on the broadcast still stands: not taken over, merged away or run out."""
+    held = exists().where(Broadcast.id == broadcast_id, _leased_to(owner), Broadcast.lease_until >= now)
+    return bool(session.scalar(select(held)))
+
+
+def may_store(session: Session, broadcast_id: str, key: str, *, owner: str, now: float) -> bool:
+    """Whether ``owner`` may put the archive ``key`` (and its manifest and segments) in storage: it
+    holds the lease, and no recorded archive has that key, as one another worker stored would."""
+    recorded = session.scalar(select(exists().where(Archive.broadcast_id == broadcast_id, Archive.key == key)))
+    return not recorded and holds_lease(session, broadcast_id, owner=owner, now=now)
+
+
 def _held(session: Session, broadcast_id: str, owner: str) -> Broadcast | None:
     """The broadcast, its lease released, if ``owner`` still held it."""
     query = select(Broadcast).where(Broadcast.id == broadcast_id, _leased_to(owner)).with_for_update()
