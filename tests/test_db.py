@@ -6,12 +6,18 @@ import multiprocessing
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from recorder.events import FragmentInfo, MediaFormat
+from recorder.store import repository
 from recorder.store.db import (
     MIGRATIONS,
     SCHEMA_REVISION,
@@ -21,6 +27,9 @@ from recorder.store.db import (
     schema_revision,
     transaction,
 )
+from recorder.store.models import Fragment
+
+START = 1_790_000_000.0
 
 
 def test_the_schema_revision_is_alembics_head() -> None:
@@ -85,3 +94,55 @@ def test_sqlite_writers_take_turns_across_threads_and_processes(tmp_path: Path) 
     assert errors == []
     with make_engine(url).connect() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM turns")).scalar_one() == 3 * 4 * 40
+
+
+def _stored(sessions: sessionmaker[Session], key: str, start: float) -> int:
+    """A 6 s fragment's callback, stored and not handled yet: its event's id."""
+    info = FragmentInfo(key, "live", "live", "s", MediaFormat("mp4"), start, start + 6, 6, 10, f"http://h/{key}.mp4")
+    with transaction(sessions) as session:
+        event_id = repository.store_callback(session, repository.NewCallback("t", "100", key, "{}", info, start + 7))
+    assert event_id is not None
+    return event_id
+
+
+def _handle(sessions: sessionmaker[Session], event_id: int) -> None:
+    """What handle_event does with a fragment's event."""
+    with transaction(sessions) as session:
+        fragment = repository.fragment_of_event(session, event_id)
+        if fragment is not None and fragment.broadcast_id is None:
+            repository.assign_fragment(session, fragment, window=300, now=START + 1000)
+
+
+def _until_one_waits_for_a_lock(engine: Engine) -> None:
+    """On PostgreSQL, until a transaction waits for a row lock; SQLite lets one writer in at a time."""
+    if engine.dialect.name != "postgresql":
+        return
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    deadline = time.monotonic() + 10
+    with engine.connect() as connection:
+        while not connection.execute(waiting).scalar_one():
+            assert time.monotonic() < deadline, "nothing waits for the declaring transaction"
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("stream", ["new", "known"])
+def test_a_fragment_grouped_while_its_window_is_declared_ends_in_the_window(database_url: str, stream: str) -> None:
+    """Its callback is handled while the transaction declaring the window is still open: the
+    handling waits for the window, then finds the fragment taken, whether its stream row is one
+    the window locked or one created meanwhile."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    sessions = make_sessions(engine)
+    if stream == "known":
+        _handle(sessions, _stored(sessions, "earlier", START - 3600))  # an hour before the window
+    event_id = _stored(sessions, "inside", START + 100)
+    with ThreadPoolExecutor(1) as pool:
+        with transaction(sessions) as declaring:
+            declared = {"stream_id": "s", "start": START, "end": START + 600}
+            window = repository.declare_window(declaring, **declared, window=300, now=START)
+            handled = pool.submit(_handle, sessions, event_id)
+            _until_one_waits_for_a_lock(engine)
+        handled.result()
+    with sessions() as session:
+        assert session.scalar(select(Fragment.broadcast_id).filter_by(source_key="inside")) == window.id
+    engine.dispose()

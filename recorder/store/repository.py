@@ -192,6 +192,11 @@ def assign_fragment(session: Session, fragment: Fragment, *, window: float, now:
     those of the same recording session; linked broadcasts become one.
     """
     stream = _lock_stream(session, fragment.app, fragment.appname, fragment.stream_id)
+    # A declared window may have taken it meanwhile, even one that could not lock this stream
+    # row (new since): the row lock waits for that window's transaction.
+    session.refresh(fragment, with_for_update=True)
+    if fragment.broadcast_id is not None:
+        return session.get_one(Broadcast, fragment.broadcast_id)
     broadcast = _declared_window(session, fragment)
     if broadcast is None:
         near = Fragment.start <= fragment.end + window
@@ -261,7 +266,12 @@ def declare_window(
     What stays behind in the broadcasts they came from is regrouped, so a
     broadcast the window cut in two becomes two.
     """
-    stream = _lock_stream(session, app, appname, stream_id)
+    _insert_ignore(session, Stream, {"app": app, "appname": appname, "stream_id": stream_id})
+    # Every grouping key of the stream id, not only the window's own: assign_fragment of any of
+    # them waits for this window. In id order, so that two windows cannot deadlock.
+    query = select(Stream).filter_by(stream_id=stream_id).order_by(Stream.id).with_for_update()
+    streams = session.execute(query).scalars().all()
+    stream = next(s for s in streams if (s.app, s.appname) == (app, appname))
     broadcast = Broadcast(
         id=new_broadcast_id(),
         stream_pk=stream.id,
@@ -282,20 +292,18 @@ def declare_window(
     session.add(broadcast)
     session.flush()
     middle = (Fragment.start + Fragment.end) / 2
-    query = select(Fragment).outerjoin(Broadcast, Fragment.broadcast_id == Broadcast.id)
-    query = query.where(
-        Fragment.stream_id == stream_id,
-        middle >= start,
-        middle <= end,
-        or_(Broadcast.id.is_(None), Broadcast.declared.is_(False)),
-    )
+    inside = select(Fragment).where(Fragment.stream_id == stream_id, middle >= start, middle <= end)
     if app:
-        query = query.where(Fragment.app == app)
+        inside = inside.where(Fragment.app == app)
     if appname:
-        query = query.where(Fragment.appname == appname)
+        inside = inside.where(Fragment.appname == appname)
+    # Locked, then judged by the broadcast each is in: an assign_fragment of one may have just ended.
+    inside = inside.order_by(Fragment.id).with_for_update().execution_options(populate_existing=True)
     left: set[str] = set()
-    for fragment in session.execute(query).scalars():
+    for fragment in session.execute(inside).scalars().all():
         if fragment.broadcast_id:
+            if session.get_one(Broadcast, fragment.broadcast_id).declared:
+                continue
             left.add(fragment.broadcast_id)
         _take(broadcast, fragment)
     session.flush()
