@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from recorder.grouping import Gap, Window, gaps, group_fragments, timeline
 from recorder.store import repository
@@ -136,30 +139,66 @@ def test_database_grouping_in_any_arrival_order_equals_pure_grouping(items: list
         sessions = make_sessions(engine)
         for n, piece in enumerate(arrival):
             with transaction(sessions) as session:
-                event = Event(provider="t", event_type="100", dedupe_key=piece.source_key, body="{}", received_at=0)
-                session.add(event)
-                session.flush()
-                fragment = Fragment(
-                    session_id=piece.session_id,
-                    source_key=piece.source_key,
-                    event_id=event.id,
-                    app="d",
-                    appname="live",
-                    stream_id=piece.stream,
-                    format="mp4",
-                    start=piece.start,
-                    end=piece.end,
-                    duration=piece.end - piece.start,
-                    url="http://x/",
-                    received_at=0,
-                )
-                session.add(fragment)
-                session.flush()
-                repository.assign_fragment(session, fragment, window=WINDOW, now=float(n))
+                repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=float(n))
         with sessions() as session:
-            rows = session.execute(select(Fragment.broadcast_id, Fragment.source_key)).all()
+            assert stored_partition(session) == partition(group_fragments(items, WINDOW, key))
         engine.dispose()
-    stored: dict[str, set[str]] = {}
-    for broadcast_id, source_key in rows:
-        stored.setdefault(broadcast_id, set()).add(source_key)
-    assert {frozenset(s) for s in stored.values()} == partition(group_fragments(items, WINDOW, key))
+
+
+def stored(session: Session, piece: Piece) -> Fragment:
+    """``piece`` stored as a fragment, not grouped yet."""
+    event = Event(provider="t", event_type="100", dedupe_key=piece.source_key, body="{}", received_at=0)
+    session.add(event)
+    session.flush()
+    fragment = Fragment(
+        session_id=piece.session_id,
+        source_key=piece.source_key,
+        event_id=event.id,
+        app="d",
+        appname="live",
+        stream_id=piece.stream,
+        format="mp4",
+        start=piece.start,
+        end=piece.end,
+        duration=piece.end - piece.start,
+        url="http://x/",
+        received_at=0,
+    )
+    session.add(fragment)
+    session.flush()
+    return fragment
+
+
+def stored_partition(session: Session, stream: str | None = None) -> set[frozenset[str]]:
+    """The fragments (of ``stream``, or all) by the broadcast the database put them in."""
+    query = select(Fragment.broadcast_id, Fragment.source_key)
+    groups: dict[str, set[str]] = {}
+    for broadcast_id, source_key in session.execute(query if stream is None else query.filter_by(stream_id=stream)):
+        groups.setdefault(broadcast_id, set()).add(source_key)
+    return {frozenset(group) for group in groups.values()}
+
+
+def test_overlapping_declared_windows_take_a_fragment_alike_in_any_arrival_order(tmp_path: Path) -> None:
+    """Of two declared windows holding a fragment, the earliest takes it, as window_for decides,
+    whether the fragment came before the windows, between them or after them."""
+    f, g = Piece("f", "s", 140, 160), Piece("g", "s", 250, 260)  # 90 s apart: one broadcast without windows
+    early, late = Window("s", 50, 200), Window("s", 100, 300)  # g is in the late one only
+    expected = partition(group_fragments([f, g], WINDOW, key, windows=[early, late]))
+    assert expected == {frozenset({"f"}), frozenset({"g"})}
+    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
+    migrate(engine)
+    sessions = make_sessions(engine)
+    for n, arrival in enumerate(itertools.permutations([f, g, early, late])):
+        stream = f"s{n}"  # one stream per arrival order
+        for item in arrival:
+            with transaction(sessions) as session:
+                if isinstance(item, Window):
+                    declared = {"stream_id": stream, "start": item.start, "end": item.end}
+                    repository.declare_window(session, **declared, window=WINDOW, now=0)
+                else:
+                    piece = replace(item, source_key=f"{stream}/{item.source_key}", stream=stream)
+                    repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=0)
+        with sessions() as session:
+            got = {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
+        assert got == expected, arrival
+    engine.dispose()

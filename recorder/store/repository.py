@@ -168,6 +168,8 @@ def _take(broadcast: Broadcast, fragment: Fragment) -> None:
 
 
 def _declared_window(session: Session, fragment: Fragment) -> Broadcast | None:
+    """The declared window that holds the fragment: of overlapping ones the earliest, as in
+    grouping.window_for, and of equal ones the first by id, so that arrival order never decides."""
     middle = (fragment.start + fragment.end) / 2
     query = (
         select(Broadcast)
@@ -179,7 +181,7 @@ def _declared_window(session: Session, fragment: Fragment) -> Broadcast | None:
             Broadcast.started_at <= middle,
             Broadcast.ended_at >= middle,
         )
-        .order_by(Broadcast.started_at, Broadcast.ended_at)
+        .order_by(Broadcast.started_at, Broadcast.ended_at, Broadcast.id)
         .limit(1)
     )
     return session.execute(query).scalar_one_or_none()
@@ -297,13 +299,13 @@ def declare_window(
         inside = inside.where(Fragment.app == app)
     if appname:
         inside = inside.where(Fragment.appname == appname)
-    # Locked, then judged by the broadcast each is in: an assign_fragment of one may have just ended.
+    # Locked, then judged where they are: an assign_fragment of one may have just ended.
     inside = inside.order_by(Fragment.id).with_for_update().execution_options(populate_existing=True)
     left: set[str] = set()
     for fragment in session.execute(inside).scalars().all():
+        if _declared_window(session, fragment) is not broadcast:
+            continue  # an earlier window that overlaps this one holds it
         if fragment.broadcast_id:
-            if session.get_one(Broadcast, fragment.broadcast_id).declared:
-                continue
             left.add(fragment.broadcast_id)
         _take(broadcast, fragment)
     session.flush()
@@ -314,13 +316,15 @@ def declare_window(
 
 def _regroup(session: Session, broadcast: Broadcast, *, into: Broadcast, window: float, now: float) -> None:
     remaining = list(session.execute(select(Fragment).filter_by(broadcast_id=broadcast.id)).scalars())
-    if not remaining:
+    if not remaining and not broadcast.declared:
         _merge(broadcast, into=into, now=now)
         return
     stream = session.get_one(Stream, broadcast.stream_pk)
-    first, *others = group_fragments(remaining, window, key=lambda f: 0)
-    broadcast.started_at = min(f.start for f in first)
-    broadcast.ended_at = max(f.end for f in first)
+    # A declared window keeps the app's span and what is left inside it, whatever the gaps.
+    first, *others = [remaining] if broadcast.declared else group_fragments(remaining, window, key=lambda f: 0)
+    if not broadcast.declared:
+        broadcast.started_at = min(f.start for f in first)
+        broadcast.ended_at = max(f.end for f in first)
     broadcast.format = ",".join(sorted({f.format for f in first}))
     if broadcast.status != "stitching":
         reopen(broadcast, now)
