@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from recorder.errors import BadRequest, first_problem
 from recorder.events import FragmentInfo, Text
-from recorder.grouping import gaps, group_fragments, timeline
+from recorder.grouping import Window, gaps, group_fragments, timeline
 from recorder.imports import normalized, parse_fragments, zone_offset
 from recorder.present import gap_json
 from recorder.store import repository
@@ -173,7 +173,12 @@ def _fragments_for(session: Session, spec: Spec, *, window: float) -> tuple[list
 def propose(session: Session, spec: Spec, *, window: float) -> list[dict[str, Any]]:
     """The broadcasts the job would form: fragments, gaps, expected duration."""
     fragments, new = _fragments_for(session, spec, window=window)
-    groups = group_fragments(fragments, window, key=lambda f: (f.app, f.appname, f.stream_id))
+    # The windows declared for these streams hold their fragments, as they do when grouping.
+    declared = select(Broadcast).where(
+        Broadcast.declared.is_(True), Broadcast.stream_id.in_({f.stream_id for f in fragments})
+    )
+    windows = [Window(b.stream_id, b.started_at, b.ended_at) for b in session.execute(declared).scalars()]
+    groups = group_fragments(fragments, window, key=lambda f: (f.app, f.appname, f.stream_id), windows=windows)
     return [
         {
             "app": group[0].app,

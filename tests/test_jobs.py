@@ -12,7 +12,7 @@ from recorder import pipeline
 from recorder.config import Settings
 from recorder.errors import BadRequest
 from recorder.imports import parse_fragments
-from tests.factories import READER, auth, record_body
+from tests.factories import READER, auth, fragment_body, record_body
 
 START = 1_790_000_000  # 2026-09-21T14:13:20Z
 
@@ -113,6 +113,18 @@ def test_dry_run_import_proposes_broadcasts_and_is_idempotent(
     assert again.status_code == 200 and again.get_json()["id"] == job["id"]
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth(READER)).get_json() == again.get_json()
     assert client.get("/v1/jobs", headers=auth(READER)).get_json()["items"][0]["id"] == job["id"]
+
+
+def test_a_dry_run_keeps_the_fragments_of_a_declared_window_together(client: FlaskClient) -> None:
+    """Two fragments farther apart than the reconnect window, inside a window the app declared:
+    the dry run proposes the one broadcast that grouping makes of them."""
+    for n, offset in enumerate((0, 400)):
+        assert client.post("/v1/callbacks/tencent", json=fragment_body("w", f"w{n}", START + offset)).status_code == 200
+    window = {"stream_id": "w", "start": START, "end": START + 500}
+    assert client.post("/v1/broadcasts", json=window, headers=auth()).status_code == 201
+    body = {"kind": "stitch", "stream_ids": ["w"], "since": START - 10, "until": START + 1000, "dry_run": True}
+    job = client.post("/v1/jobs", json=body, headers=auth()).get_json()
+    assert [len(proposed["fragments"]) for proposed in job["broadcasts"]] == [2]
 
 
 @pytest.mark.parametrize(
