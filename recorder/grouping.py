@@ -53,14 +53,12 @@ class Window:
 
 @dataclass(frozen=True)
 class Placement(Generic[P]):
-    """Where a fragment goes on the timeline: ``trim`` seconds already covered by earlier ones."""
+    """Where a fragment goes on the timeline: ``trim`` seconds already covered by earlier ones;
+    ``redundant`` when they cover all of it."""
 
     fragment: P
     trim: float
-
-    @property
-    def redundant(self) -> bool:
-        return self.trim >= self.fragment.end - self.fragment.start
+    redundant: bool
 
 
 def window_for(start: float, end: float, windows: Iterable[Window]) -> Window | None:
@@ -139,6 +137,7 @@ def timeline(fragments: Iterable[P]) -> list[Placement[P]]:
     covered_until = float("-inf")
     for fragment in sorted(fragments, key=lambda f: (f.start, -f.end, f.source_key)):
         trim = max(0.0, min(covered_until, fragment.end) - fragment.start)
-        placements.append(Placement(fragment, trim))
+        # Not trim >= its length: a fragment with no length (end == start) is not covered by nothing.
+        placements.append(Placement(fragment, trim, redundant=covered_until >= fragment.end))
         covered_until = max(covered_until, fragment.end)
     return placements

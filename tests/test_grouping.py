@@ -128,6 +128,14 @@ def test_timeline_trims_overlaps_and_drops_covered_fragments() -> None:
     assert placed["1"].trim == 0 and placed["2"].trim == 2 and placed["3"].redundant
 
 
+def test_a_fragment_of_no_length_is_left_out_only_where_an_earlier_one_covers_it() -> None:
+    """Its end equals its start (a callback may say so): alone, or in a gap, it is stitched."""
+    alone, inside, in_a_gap = Piece("1", "s", 10, 10), Piece("2", "s", 3, 3), Piece("3", "s", 30, 30)
+    assert [p.redundant for p in timeline([alone])] == [False]
+    placed = timeline([Piece("0", "s", 0, 20), inside, in_a_gap])
+    assert [(p.fragment.source_key, p.redundant) for p in placed] == [("0", False), ("2", True), ("3", False)]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pieces, st.randoms(use_true_random=False))
 def test_database_grouping_in_any_arrival_order_equals_pure_grouping(items: list[Piece], rnd) -> None:  # type: ignore[no-untyped-def]
