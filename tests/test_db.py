@@ -119,10 +119,12 @@ def _until_one_waits_for_a_lock(engine: Engine) -> None:
         return
     waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
     deadline = time.monotonic() + 10
-    with engine.connect() as connection:
-        while not connection.execute(waiting).scalar_one():
-            assert time.monotonic() < deadline, "nothing waits for the declaring transaction"
-            time.sleep(0.01)
+    while True:
+        with engine.connect() as connection:  # a transaction each time: it sees one snapshot of the activity
+            if connection.execute(waiting).scalar_one():
+                return
+        assert time.monotonic() < deadline, "nothing waits for the declaring transaction"
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("stream", ["new", "known"])
