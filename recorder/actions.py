@@ -38,6 +38,7 @@ def declare(svc: Services, window: DeclareWindow) -> str:
             end=window.end,
             app=window.app,
             appname=window.appname,
+            format=window.format,
             window=svc.settings.reconnect_window,
             now=time.time(),
         )

@@ -44,11 +44,20 @@ class Gap:
 
 @dataclass(frozen=True)
 class Window:
-    """A span the app declared for one stream: its fragments are one broadcast."""
+    """A span the app declared for one stream (and for one app, appname or format, if it named
+    them): the fragments it takes are one broadcast."""
 
     stream_id: str
     start: float
     end: float
+    app: str = ""  # "": any
+    appname: str = ""
+    format: str = ""
+
+    def takes(self, fragment: object) -> bool:
+        """Whether the fragment is of what this window was declared for; its span is window_for's."""
+        wanted = {"stream_id": self.stream_id, "app": self.app, "appname": self.appname, "format": self.format}
+        return all(not value or getattr(fragment, name, None) == value for name, value in wanted.items())
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,6 @@ def group_fragments(
     window: float,
     key: Callable[[T], Hashable],
     windows: Sequence[Window] = (),
-    stream_of: Callable[[T], str] = lambda f: str(getattr(f, "stream_id", "")),
 ) -> list[list[T]]:
     """Partition fragments into broadcasts, each sorted by start time.
 
@@ -95,7 +103,7 @@ def group_fragments(
     declared: dict[Window, int] = {}
     free: dict[Hashable, list[int]] = {}
     for i, fragment in enumerate(unique):
-        chosen = window_for(fragment.start, fragment.end, [w for w in windows if w.stream_id == stream_of(fragment)])
+        chosen = window_for(fragment.start, fragment.end, [w for w in windows if w.takes(fragment)])
         if chosen is None:
             free.setdefault(key(fragment), []).append(i)
         elif chosen in declared:

@@ -177,7 +177,10 @@ def propose(session: Session, spec: Spec, *, window: float) -> list[dict[str, An
     declared = select(Broadcast).where(
         Broadcast.declared.is_(True), Broadcast.stream_id.in_({f.stream_id for f in fragments})
     )
-    windows = [Window(b.stream_id, b.started_at, b.ended_at) for b in session.execute(declared).scalars()]
+    windows = [
+        Window(b.stream_id, b.started_at, b.ended_at, b.app, b.appname, b.window_format or "")
+        for b in session.execute(declared).scalars()
+    ]
     groups = group_fragments(fragments, window, key=lambda f: (f.app, f.appname, f.stream_id), windows=windows)
     return [
         {

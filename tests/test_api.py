@@ -179,3 +179,11 @@ def test_bad_declarations_are_400_and_declare_nothing(client: FlaskClient, body:
     answer = client.post("/v1/broadcasts", data=body, content_type="application/json", headers=auth())
     assert answer.status_code == 400 and reason in answer.get_json()["error"], answer.get_json()
     assert client.get("/v1/broadcasts", headers=auth()).get_json()["items"] == []
+
+
+def test_a_window_may_be_declared_for_one_format(client: FlaskClient) -> None:
+    body = {"stream_id": "s", "start": 1790000000, "end": 1790000100, "format": "hls"}
+    declared = client.post("/v1/broadcasts", json=body, headers=auth())
+    assert declared.status_code == 201 and declared.get_json()["status"] == "settling", declared.get_json()
+    refused = client.post("/v1/broadcasts", json={**body, "format": "mkv"}, headers=auth())
+    assert refused.status_code == 400 and "format" in refused.get_json()["error"]

@@ -27,6 +27,7 @@ class Piece:
     start: float
     end: float
     session_id: str | None = None
+    format: str = "mp4"
 
     @property
     def stream_id(self) -> str:
@@ -165,7 +166,7 @@ def stored(session: Session, piece: Piece) -> Fragment:
         app="d",
         appname="live",
         stream_id=piece.stream,
-        format="mp4",
+        format=piece.format,
         start=piece.start,
         end=piece.end,
         duration=piece.end - piece.start,
@@ -209,4 +210,32 @@ def test_overlapping_declared_windows_take_a_fragment_alike_in_any_arrival_order
         with sessions() as session:
             got = {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
         assert got == expected, arrival
+    engine.dispose()
+
+
+def test_a_window_declared_for_one_format_takes_only_its_fragments_in_any_arrival_order(tmp_path: Path) -> None:
+    """A push recorded as MP4 and HLS at once: a window for HLS holds the HLS fragments; the MP4
+    ones, 200 s apart, group as if there were no window, wherever the window came in."""
+    pieces = [Piece("m1", "s", 0, 60), Piece("m2", "s", 260, 320), Piece("h1", "s", 0, 60, format="hls")]
+    pieces.append(Piece("h2", "s", 460, 520, format="hls"))  # 400 s after h1: held only by the window
+    hls = Window("s", 0, 600, format="hls")
+    expected = partition(group_fragments(pieces, WINDOW, key=lambda p: p.format, windows=[hls]))
+    assert expected == {frozenset({"m1", "m2"}), frozenset({"h1", "h2"})}
+    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
+    migrate(engine)
+    sessions = make_sessions(engine)
+    for n, at in enumerate(range(len(pieces) + 1)):  # the window declared before, between, after them
+        stream = f"s{n}"
+        arrival: list[Piece | Window] = [*pieces[:at], hls, *pieces[at:]]
+        for item in arrival:
+            with transaction(sessions) as session:
+                if isinstance(item, Window):
+                    declared = {"stream_id": stream, "start": item.start, "end": item.end, "format": item.format}
+                    repository.declare_window(session, **declared, window=WINDOW, now=0)
+                else:
+                    piece = replace(item, source_key=f"{stream}/{item.source_key}", stream=stream)
+                    repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=0)
+        with sessions() as session:
+            got = {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
+        assert got == expected, at
     engine.dispose()

@@ -13,7 +13,7 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 
-from recorder.events import Text
+from recorder.events import MediaFormat, Text
 from recorder.jobs import ImportSpec, StitchSpec
 from recorder.queries import RequiredTime
 
@@ -148,6 +148,7 @@ class DeclareWindow(BaseModel):
     end: RequiredTime
     app: Text = Field("", max_length=255)
     appname: Text = Field("", max_length=255)
+    format: MediaFormat | None = Field(None, description="only this recorded format's fragments")
 
     @model_validator(mode="after")
     def _ordered(self) -> DeclareWindow:

@@ -73,6 +73,8 @@ class Broadcast(Base):
     status: Mapped[str] = mapped_column(String(16))
     # Declared by the app (POST /v1/broadcasts): its span is fixed, not grown by gaps.
     declared: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A declared window for one recorded format takes only that format's fragments (None: any).
+    window_format: Mapped[str | None] = mapped_column(String(8))
     version: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float] = mapped_column(Float)

@@ -178,6 +178,7 @@ def _declared_window(session: Session, fragment: Fragment) -> Broadcast | None:
             Broadcast.stream_id == fragment.stream_id,
             Broadcast.app.in_(("", fragment.app)),
             Broadcast.appname.in_(("", fragment.appname)),
+            or_(Broadcast.window_format.is_(None), Broadcast.window_format == fragment.format),
             Broadcast.started_at <= middle,
             Broadcast.ended_at >= middle,
         )
@@ -260,10 +261,12 @@ def declare_window(
     end: float,
     app: str = "",
     appname: str = "",
+    format: str | None = None,
     window: float,
     now: float,
 ) -> Broadcast:
-    """A broadcast the app knows: the fragments inside it move in, whatever the gaps.
+    """A broadcast the app knows: the fragments inside it (of ``format``, if given) move in,
+    whatever the gaps.
 
     What stays behind in the broadcasts they came from is regrouped, so a
     broadcast the window cut in two becomes two.
@@ -283,6 +286,7 @@ def declare_window(
         format="",
         status="settling",
         declared=True,
+        window_format=format,
         version=0,
         attempts=0,
         started_at=start,
@@ -299,6 +303,8 @@ def declare_window(
         inside = inside.where(Fragment.app == app)
     if appname:
         inside = inside.where(Fragment.appname == appname)
+    if format:
+        inside = inside.where(Fragment.format == format)
     # Locked, then judged where they are: an assign_fragment of one may have just ended.
     inside = inside.order_by(Fragment.id).with_for_update().execution_options(populate_existing=True)
     left: set[str] = set()
