@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -187,6 +188,26 @@ def stored_partition(session: Session, stream: str | None = None) -> set[frozens
     return {frozenset(group) for group in groups.values()}
 
 
+def grouped_in_database(tmp_path: Path, arrivals: Iterable[Sequence[Piece | Window]]) -> Iterator[set[frozenset[str]]]:
+    """For each order of arrival, on a stream of its own: the partition the database makes."""
+    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
+    migrate(engine)
+    sessions = make_sessions(engine)
+    for n, arrival in enumerate(arrivals):
+        stream = f"s{n}"
+        for item in arrival:
+            with transaction(sessions) as session:
+                if isinstance(item, Window):
+                    declared = {"stream_id": stream, "start": item.start, "end": item.end, "format": item.format}
+                    repository.declare_window(session, **declared, window=WINDOW, now=0)
+                else:
+                    piece = replace(item, source_key=f"{stream}/{item.source_key}", stream=stream)
+                    repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=0)
+        with sessions() as session:
+            yield {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
+    engine.dispose()
+
+
 def test_overlapping_declared_windows_take_a_fragment_alike_in_any_arrival_order(tmp_path: Path) -> None:
     """Of two declared windows holding a fragment, the earliest takes it, as window_for decides,
     whether the fragment came before the windows, between them or after them."""
@@ -194,23 +215,9 @@ def test_overlapping_declared_windows_take_a_fragment_alike_in_any_arrival_order
     early, late = Window("s", 50, 200), Window("s", 100, 300)  # g is in the late one only
     expected = partition(group_fragments([f, g], WINDOW, key, windows=[early, late]))
     assert expected == {frozenset({"f"}), frozenset({"g"})}
-    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
-    migrate(engine)
-    sessions = make_sessions(engine)
-    for n, arrival in enumerate(itertools.permutations([f, g, early, late])):
-        stream = f"s{n}"  # one stream per arrival order
-        for item in arrival:
-            with transaction(sessions) as session:
-                if isinstance(item, Window):
-                    declared = {"stream_id": stream, "start": item.start, "end": item.end}
-                    repository.declare_window(session, **declared, window=WINDOW, now=0)
-                else:
-                    piece = replace(item, source_key=f"{stream}/{item.source_key}", stream=stream)
-                    repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=0)
-        with sessions() as session:
-            got = {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
+    arrivals = list(itertools.permutations([f, g, early, late]))
+    for arrival, got in zip(arrivals, grouped_in_database(tmp_path, arrivals), strict=True):
         assert got == expected, arrival
-    engine.dispose()
 
 
 def test_a_window_declared_for_one_format_takes_only_its_fragments_in_any_arrival_order(tmp_path: Path) -> None:
@@ -221,21 +228,6 @@ def test_a_window_declared_for_one_format_takes_only_its_fragments_in_any_arriva
     hls = Window("s", 0, 600, format="hls")
     expected = partition(group_fragments(pieces, WINDOW, key=lambda p: p.format, windows=[hls]))
     assert expected == {frozenset({"m1", "m2"}), frozenset({"h1", "h2"})}
-    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
-    migrate(engine)
-    sessions = make_sessions(engine)
-    for n, at in enumerate(range(len(pieces) + 1)):  # the window declared before, between, after them
-        stream = f"s{n}"
-        arrival: list[Piece | Window] = [*pieces[:at], hls, *pieces[at:]]
-        for item in arrival:
-            with transaction(sessions) as session:
-                if isinstance(item, Window):
-                    declared = {"stream_id": stream, "start": item.start, "end": item.end, "format": item.format}
-                    repository.declare_window(session, **declared, window=WINDOW, now=0)
-                else:
-                    piece = replace(item, source_key=f"{stream}/{item.source_key}", stream=stream)
-                    repository.assign_fragment(session, stored(session, piece), window=WINDOW, now=0)
-        with sessions() as session:
-            got = {frozenset(key.partition("/")[2] for key in group) for group in stored_partition(session, stream)}
-        assert got == expected, at
-    engine.dispose()
+    arrivals = [[*pieces[:at], hls, *pieces[at:]] for at in range(len(pieces) + 1)]  # before, between, after
+    for arrival, got in zip(arrivals, grouped_in_database(tmp_path, arrivals), strict=True):
+        assert got == expected, arrival

@@ -286,7 +286,7 @@ def declare_window(
         format="",
         status="settling",
         declared=True,
-        window_format=format,
+        window_format=format or None,
         version=0,
         attempts=0,
         started_at=start,
