@@ -75,6 +75,11 @@ def test_unknown_event_type_is_stored_and_ignored(client: FlaskClient, app: Flas
     assert counts(app) == (1, 0)
 
 
+def test_escaped_surrogate_pair_is_one_character(client: FlaskClient, app: Flask) -> None:
+    assert post(client, json.dumps(record_body(note="\U0001f600"))).status_code == 200  # sent as \ud83d\ude00
+    assert counts(app) == (1, 1)
+
+
 def test_callback_ext_that_is_not_json_is_kept_raw(client: FlaskClient, app: Flask) -> None:
     assert post(client, record_body(callback_ext="{not json")).status_code == 200
     with services_of(app).sessions() as session:
@@ -111,6 +116,11 @@ MALFORMED_BODIES = [
     (b"\xff\xfe{}", "UTF-8"),
     (b'{"event_type": 100, "event_type": 1}', "duplicate"),
     (b"", "not valid JSON"),
+    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nested more than 32 levels"),  # beyond json's recursion
+    (b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
+    # Lone surrogates have no UTF-8 form: the event could never be hashed or stored.
+    (b'{"event_type": 999, "stream_id": "x", "extra": {"deep": ["\\ud800"]}}', "surrogate"),
+    (b'{"event_type": 100, "\\udfff": 1}', "surrogate"),
 ]
 
 

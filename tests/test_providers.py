@@ -292,6 +292,8 @@ def test_bad_file_fields_are_400(client: FlaskClient, app: Flask, change: dict[s
         (b'{"EventGroupId": 3, "EventGroupId": 3}', "duplicate"),
         (b'{"EventGroupId": 3, "EventType": 311, "EventInfo": {}}', "CallbackTs"),
         (b"[]", "JSON object"),
+        (b"[" * 30_000 + b"]" * 30_000, "nested more than 32 levels"),
+        (json.dumps({**trtc_body(), "x": {"y": ["\ud800"]}}).encode(), "surrogate"),
     ],
 )
 def test_malformed_trtc_bodies_are_400(client: FlaskClient, app: Flask, raw: bytes, reason: str) -> None:
@@ -436,6 +438,8 @@ def test_path_outside_every_prefix_is_refused(path: str, reason: str) -> None:
         (lambda c: post_srs(c, srs_body(stream="")), "stream"),
         (lambda c: post_srs(c, srs_body(stream="a\nb")), "stream"),
         (lambda c: post_srs(c, b"0"), "JSON object"),
+        (lambda c: post_srs(c, b'{"a":' * 10_000 + b"1" + b"}" * 10_000), "nested more than 32 levels"),
+        (lambda c: post_srs(c, srs_body(server_id="\udc00")), "surrogate"),
         (lambda c: post_nginx(c, nginx_form(path="/var/rec/../../etc/passwd.flv")), "escapes"),
         (lambda c: post_nginx(c, nginx_form(call="publish")), "call"),
         (lambda c: post_nginx(c, "call"), "call"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import Any
 
 from recorder.callbacks import Received
@@ -17,6 +18,11 @@ from recorder.events import Event, parse_tencent
 
 # Tencent sets t to now + 10 min; anything further ahead was not minted by it.
 MAX_T_AHEAD = 600
+# Callbacks nest a few levels. Python's own limit (about 1000 frames) also counts the caller's
+# stack, so a body json.loads just accepted could still fail when hashed a few frames deeper.
+MAX_DEPTH = 32
+TOO_DEEP = f"body is nested more than {MAX_DEPTH} levels deep"
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json pairs valid ones into one character
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -36,13 +42,36 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise MalformedCallback("body is not valid UTF-8") from None
     try:
         body = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise MalformedCallback(TOO_DEEP) from None
     except ValueError as error:
         if isinstance(error, MalformedCallback):
             raise
         raise MalformedCallback(f"body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise MalformedCallback("body must be a JSON object")
+    _check_values(body)
     return body
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """Refuse what would fail only later, when the body is hashed or stored: nesting deep enough to
+    exhaust the recursion of ``json.dumps``, and lone surrogates (from ``\\ud800`` escapes), which
+    have no UTF-8 encoding."""
+    level: list[Any] = [body]
+    for _ in range(MAX_DEPTH):
+        nested: list[Any] = []
+        for value in level:
+            if isinstance(value, dict):
+                nested += [*value, *value.values()]
+            elif isinstance(value, list):
+                nested += value
+            elif isinstance(value, str) and _SURROGATE.search(value):
+                raise MalformedCallback("body has a lone surrogate escape: not valid Unicode")
+        if not nested:
+            return
+        level = nested
+    raise MalformedCallback(TOO_DEEP)
 
 
 def expected_sign(key: str, t: str) -> str:
