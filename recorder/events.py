@@ -94,6 +94,12 @@ def _text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_text)]
 
 
+def is_digits(text: str, most: int) -> bool:
+    """1 to ``most`` ASCII digits. ``str.isdigit`` alone also takes "²" (which int() refuses) and
+    other scripts' digits, and thousands of digits are refused by int() or overflow a float."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def is_http_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -141,11 +141,17 @@ BAD_SIGNS = {
     "sign missing": (lambda b: {k: v for k, v in b.items() if k != "sign"}, "sign"),
     "sign a number": (lambda b: {**b, "sign": 12345}, "sign"),
     "sign an array": (lambda b: {**b, "sign": [b["sign"]]}, "sign"),
+    "sign not ASCII": (lambda b: {**b, "sign": b["sign"][:-1] + "é"}, "32 hex digits"),
+    "sign not hex": (lambda b: {**b, "sign": "z" * 32}, "32 hex digits"),
+    "sign too long": (lambda b: {**b, "sign": b["sign"] + "0"}, "32 hex digits"),
     "unknown key": (lambda b: signed(b, key="wrong-key"), "does not match"),
     "t expired": (lambda b: signed(b, t=int(time.time()) - 120), "expired"),
     "t far ahead": (lambda b: signed(b, t=int(time.time()) + 3600), "future"),
     "t not a number": (lambda b: {**b, "t": "soon"}, "t "),
     "t missing": (lambda b: {k: v for k, v in b.items() if k != "t"}, "t "),
+    "t a superscript digit": (lambda b: {**b, "t": "²"}, "t "),  # str.isdigit() takes it, int() does not
+    "t of 5000 digits": (lambda b: {**b, "t": "1" * 5000}, "t "),
+    "t a number of 4000 digits": (lambda b: {**b, "t": 10**3999}, "t "),
 }
 
 

@@ -152,6 +152,7 @@ def test_rotated_key_is_accepted(client: FlaskClient, app: Flask) -> None:
         ({"Sign": ""}, 401, "missing"),
         ({"SdkAppId": ""}, 400, "SdkAppId"),
         ({"SdkAppId": "14000abc"}, 400, "SdkAppId"),
+        ({"SdkAppId": "1400\xb2"}, 400, "SdkAppId"),  # a superscript 2: str.isdigit() takes it
     ],
 )
 def test_bad_sign_or_app_is_refused(

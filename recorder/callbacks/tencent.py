@@ -14,7 +14,7 @@ from typing import Any
 
 from recorder.callbacks import Received
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
-from recorder.events import Event, parse_tencent
+from recorder.events import Event, is_digits, parse_tencent
 
 # Tencent sets t to now + 10 min; anything further ahead was not minted by it.
 MAX_T_AHEAD = 600
@@ -22,6 +22,7 @@ MAX_T_AHEAD = 600
 # stack, so a body json.loads just accepted could still fail when hashed a few frames deeper.
 MAX_DEPTH = 32
 TOO_DEEP = f"body is nested more than {MAX_DEPTH} levels deep"
+_SIGN = re.compile("[0-9a-fA-F]{32}")  # an MD5 in hex
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json pairs valid ones into one character
 
 
@@ -83,11 +84,13 @@ def verify_sign(body: dict[str, Any], keys: tuple[str, ...], *, now: float, skew
     sign, t = body.get("sign"), body.get("t")
     if not isinstance(sign, str) or not sign:
         raise BadSign("sign is missing or not a string")
+    if not _SIGN.fullmatch(sign):
+        raise BadSign("sign is not 32 hex digits")
     if isinstance(t, bool) or not isinstance(t, (int, str)):
         raise BadSign("t is missing or not an integer")
     t_text = str(t)
-    if not t_text.isdigit():
-        raise BadSign("t is not an integer")
+    if not is_digits(t_text, 20):
+        raise BadSign("t is not an integer of at most 20 digits")
     expiry = int(t_text)
     if expiry + skew < now:
         raise ExpiredSign("t has expired")
@@ -96,7 +99,7 @@ def verify_sign(body: dict[str, Any], keys: tuple[str, ...], *, now: float, skew
     # Check every key so the time taken does not reveal which one matched.
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(expected_sign(key, t_text), sign.lower())
+        matched |= hmac.compare_digest(expected_sign(key, t_text).encode(), sign.lower().encode())
     if not matched:
         raise BadSign("sign does not match")
 

@@ -39,7 +39,7 @@ from recorder.callbacks import Received
 from recorder.callbacks.sources import Name, Text, matches_any, media_format, validate
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
-from recorder.events import Event, FragmentInfo, PushSignal, http_url
+from recorder.events import Event, FragmentInfo, PushSignal, http_url, is_digits
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def events(app_id: str, envelope: Envelope, storage: str | None) -> Sequence[Eve
 
 
 def _app_id(header: str | None) -> str:
-    if not header or not header.isdigit() or len(header) > 20:
+    if header is None or not is_digits(header, 20):
         raise MalformedCallback("SdkAppId header is missing or not a number")
     return header
 
