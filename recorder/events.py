@@ -223,13 +223,18 @@ def validation_reason(error: ValidationError) -> str:
     return f"{field}: {first['msg']}"
 
 
+def tencent_event_type(body: dict[str, Any]) -> int:
+    """``event_type``, sent as a number or as digits; stored as ``str()`` of it, in 32 characters."""
+    value = body.get("event_type")
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not is_digits(text, 9):
+        raise MalformedCallback("event_type: must be an integer of at most 9 digits")
+    return int(text)
+
+
 def parse_tencent(body: dict[str, Any]) -> Event:
     """Turn a verified CSS body into an event; ``None`` for types we only store."""
-    event_type = body.get("event_type")
-    try:
-        event_type = int(event_type)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise MalformedCallback("event_type: must be an integer") from None
+    event_type = tencent_event_type(body)
     try:
         if event_type == 100:
             return RecordingFileBody.model_validate(body).to_fragment()

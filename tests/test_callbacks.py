@@ -70,6 +70,14 @@ def test_other_event_types_are_stored_without_fragment(client: FlaskClient, app:
     assert counts(app) == (1, 0)
 
 
+@pytest.mark.parametrize("event_type", [100, "100", "0100"])
+def test_event_type_is_stored_as_its_number(client: FlaskClient, app: Flask, event_type: object) -> None:
+    assert post(client, record_body(event_type=event_type)).status_code == 200
+    with services_of(app).sessions() as session:
+        assert session.execute(select(Event.event_type)).scalar_one() == "100"
+    assert counts(app) == (1, 1)
+
+
 def test_unknown_event_type_is_stored_and_ignored(client: FlaskClient, app: Flask) -> None:
     assert post(client, signed({"event_type": 999, "stream_id": "x"})).status_code == 200
     assert counts(app) == (1, 0)
@@ -96,6 +104,12 @@ BAD_BODIES = {
     "end before start": (lambda: record_body(end_time=1793000000), 400, "end_time"),
     "negative size": (lambda: record_body(file_size=-1), 400, "file_size"),
     "event_type text": (lambda: record_body(event_type="abc"), 400, "event_type"),
+    "event_type fractional": (lambda: record_body(event_type=100.7), 400, "event_type"),
+    "event_type a boolean": (lambda: record_body(event_type=True), 400, "event_type"),
+    "event_type with underscores": (lambda: record_body(event_type="1_0_0"), 400, "event_type"),
+    "event_type infinite": (lambda: record_body(event_type=float("inf")), 400, "event_type"),
+    "event_type over 9 digits": (lambda: record_body(event_type=10**40), 400, "event_type"),  # String(32)
+    "event_type over 9 digits as text": (lambda: record_body(event_type="0" * 40 + "100"), 400, "event_type"),
 }
 
 

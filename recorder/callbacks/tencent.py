@@ -14,7 +14,7 @@ from typing import Any
 
 from recorder.callbacks import Received
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
-from recorder.events import Event, is_digits, parse_tencent
+from recorder.events import Event, is_digits, parse_tencent, tencent_event_type
 
 # Tencent sets t to now + 10 min; anything further ahead was not minted by it.
 MAX_T_AHEAD = 600
@@ -117,7 +117,7 @@ def receive(raw: bytes, *, keys: tuple[str, ...], now: float, skew: float) -> Re
     if keys:
         verify_sign(body, keys, now=now, skew=skew)
     event = parse_tencent(body)
-    return Received("tencent", str(body["event_type"]), dedupe_key(body), raw.decode(), event)
+    return Received("tencent", str(tencent_event_type(body)), dedupe_key(body), raw.decode(), event)
 
 
 def parse_stored(body: str) -> Event:
