@@ -164,10 +164,13 @@ class RecordingFileBody(_Body):
         if isinstance(ext, str):
             try:
                 ext = json.loads(ext)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None  # kept raw in the stored event
         if isinstance(ext, dict) and ext.get("session_id") not in (None, ""):
-            return str(ext["session_id"])[:128]
+            try:  # it groups fragments and is stored: PostgreSQL refuses a NUL for ever
+                return _text(str(ext["session_id"])[:128])
+            except ValueError as error:
+                raise ValueError(f"callback_ext.session_id: {error}") from None
         return None
 
     def to_fragment(self) -> FragmentInfo:

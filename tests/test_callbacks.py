@@ -88,11 +88,13 @@ def test_escaped_surrogate_pair_is_one_character(client: FlaskClient, app: Flask
     assert counts(app) == (1, 1)
 
 
-def test_callback_ext_that_is_not_json_is_kept_raw(client: FlaskClient, app: Flask) -> None:
-    assert post(client, record_body(callback_ext="{not json")).status_code == 200
+@pytest.mark.parametrize("ext", ["{not json", "[" * 30_000], ids=["not json", "deeper than json.loads goes"])
+def test_callback_ext_that_is_not_json_is_kept_raw(client: FlaskClient, app: Flask, ext: str) -> None:
+    assert post(client, record_body(callback_ext=ext)).status_code == 200
     with services_of(app).sessions() as session:
         event = session.execute(select(Event)).scalar_one()
-    assert json.loads(event.body)["callback_ext"] == "{not json"
+        assert session.execute(select(Fragment.session_id)).scalar_one() is None
+    assert json.loads(event.body)["callback_ext"] == ext
 
 
 BAD_BODIES = {
@@ -103,6 +105,9 @@ BAD_BODIES = {
     "unknown format": (lambda: record_body(file_format="mkv"), 400, "file_format"),
     "end before start": (lambda: record_body(end_time=1793000000), 400, "end_time"),
     "negative size": (lambda: record_body(file_size=-1), 400, "file_size"),
+    "session_id with NUL": (lambda: record_body(callback_ext='{"session_id": "a\\u0000b"}'), 400, "session_id"),
+    "session_id a surrogate": (lambda: record_body(callback_ext='{"session_id": "\\ud800"}'), 400, "session_id"),
+    "session_id a line break": (lambda: record_body(callback_ext='{"session_id": "a\\nb"}'), 400, "session_id"),
     "event_type text": (lambda: record_body(event_type="abc"), 400, "event_type"),
     "event_type fractional": (lambda: record_body(event_type=100.7), 400, "event_type"),
     "event_type a boolean": (lambda: record_body(event_type=True), 400, "event_type"),
