@@ -275,6 +275,8 @@ def test_failed_vod_upload_is_stored_without_a_fragment(client: FlaskClient, app
     [
         ({"VideoUrl": "file:///etc/passwd"}, "VideoUrl"),
         ({"VideoUrl": "http://v.vod2.myqcloud.com/a/f.mkv"}, "format"),
+        ({"VideoUrl": "http://v.vod2.myqcloud.com/a\x00/f.mp4"}, "VideoUrl"),  # PostgreSQL cannot store it
+        ({"VideoUrl": "http://v.vod2.myqcloud.com/a\n/f.mp4"}, "VideoUrl"),
         ({"EndTimeStamp": 1793001500000}, "EndTimeStamp"),
         ({"FileId": ""}, "FileId"),
         ({"StartTimeStamp": "soon"}, "StartTimeStamp"),
@@ -438,6 +440,8 @@ def test_path_outside_every_prefix_is_refused(path: str, reason: str) -> None:
         (lambda c: post_srs(c, srs_body(action="on_publish")), "action"),
         (lambda c: post_srs(c, srs_body(stream="")), "stream"),
         (lambda c: post_srs(c, srs_body(stream="a\nb")), "stream"),
+        (lambda c: post_srs(c, srs_body(file="./objs/nginx/html/live/a\x00.flv")), "file"),
+        (lambda c: post_srs(c, srs_body(cwd="/usr/local/srs\n")), "cwd"),
         (lambda c: post_srs(c, b"0"), "JSON object"),
         (lambda c: post_srs(c, b'{"a":' * 10_000 + b"1" + b"}" * 10_000), "nested more than 32 levels"),
         (lambda c: post_srs(c, srs_body(server_id="\udc00")), "surrogate"),
@@ -445,6 +449,8 @@ def test_path_outside_every_prefix_is_refused(path: str, reason: str) -> None:
         (lambda c: post_nginx(c, nginx_form(call="publish")), "call"),
         (lambda c: post_nginx(c, "call"), "call"),
         (lambda c: post_nginx(c, nginx_form(name="")), "name"),
+        (lambda c: post_nginx(c, nginx_form(path="/var/rec/live/a\x00.flv")), "path"),
+        (lambda c: post_nginx(c, nginx_form() + "&x=\x00"), "NUL"),  # the form is stored as sent
     ],
 )
 def test_bad_source_callbacks_are_400(client: FlaskClient, app: Flask, send, reason: str) -> None:  # type: ignore[no-untyped-def]

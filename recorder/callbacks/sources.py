@@ -26,6 +26,7 @@ from recorder.callbacks import Received
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, MalformedCallback
 from recorder.events import FragmentInfo, MediaFormat, validation_reason
+from recorder.events import Text as StoredText
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +41,9 @@ def _printable(value: str) -> str:
 # grouping and object keys, so no control characters and no longer than the store's columns.
 Text = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
 Name = Annotated[Text, Field(min_length=1)]
+# A server path or URL: longer than a label, but stored too, so no control characters
+# (a NUL stores on SQLite and fails every insert on PostgreSQL) and valid Unicode.
+Location = Annotated[StoredText, Field(max_length=4096)]
 # Fragment source keys (``<provider>:<path>``) are at most 300 characters.
 MAX_PATH = 255
 
@@ -144,8 +148,8 @@ class SrsDvr(BaseModel):
     vhost: Name
     app: Name
     stream: Name
-    cwd: str = ""
-    file: str = Field(min_length=1, max_length=4096)
+    cwd: Location = ""
+    file: Annotated[Location, Field(min_length=1)]
 
 
 def receive_srs(
@@ -182,7 +186,7 @@ class NginxRecordDone(BaseModel):
     call: Literal["record_done"]
     app: Name
     name: Name
-    path: str = Field(min_length=1, max_length=4096)
+    path: Annotated[Location, Field(min_length=1)]
     recorder: Annotated[Text, Field(max_length=64)] = ""  # short enough to name an app
 
 
@@ -195,6 +199,8 @@ def _form(raw: bytes) -> tuple[dict[str, str], str]:
     ``name``, and its odd arguments must not cost the recording.
     """
     text = raw.decode("utf-8", errors="replace")
+    if "\x00" in text:  # the form is stored as received, and PostgreSQL cannot store a NUL
+        raise MalformedCallback("form has a NUL byte")
     form: dict[str, str] = {}
     for key, value in parse_qsl(text, keep_blank_values=True):
         form.setdefault(key, value)

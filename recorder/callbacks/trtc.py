@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from recorder.callbacks import Received
-from recorder.callbacks.sources import Name, Text, matches_any, media_format, validate
+from recorder.callbacks.sources import Location, Name, Text, matches_any, media_format, validate
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
 from recorder.events import Event, FragmentInfo, PushSignal, http_url, is_digits
@@ -79,7 +79,7 @@ class StorageFile(RecordedFile):
 
 class VodFile(RecordedFile):
     FileId: Name
-    VideoUrl: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(http_url)]
+    VideoUrl: Annotated[Location, Field(min_length=1), AfterValidator(http_url)]
     CacheFile: str = ""
 
 
