@@ -280,11 +280,33 @@ def test_failed_vod_upload_is_stored_without_a_fragment(client: FlaskClient, app
         ({"EndTimeStamp": 1793001500000}, "EndTimeStamp"),
         ({"FileId": ""}, "FileId"),
         ({"StartTimeStamp": "soon"}, "StartTimeStamp"),
+        # Once stored, a time past 2999 made every fragment and broadcast listing a 500.
+        ({"StartTimeStamp": 10**30, "EndTimeStamp": 10**30 + 1000}, "StartTimeStamp"),
+        ({"EndTimeStamp": 10**30}, "EndTimeStamp"),
     ],
 )
 def test_bad_file_fields_are_400(client: FlaskClient, app: Flask, change: dict[str, Any], reason: str) -> None:
     answer = post_trtc(client, trtc_body(**change))
     assert answer.status_code == 400 and reason in answer.get_json()["error"]
+    assert counts(app) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("EventTs", float("inf")),
+        ("EventTs", float("nan")),
+        ("EventTs", 1e30),
+        ("EventMsTs", 10**30),
+        ("CallbackTs", 10**400),
+    ],
+    ids=["EventTs inf", "EventTs NaN", "EventTs 1e30", "EventMsTs 10**30", "CallbackTs 10**400"],
+)
+def test_event_times_past_2999_are_400(client: FlaskClient, app: Flask, field: str, value: float) -> None:
+    body = trtc_body("trtc-recorder-start.json")
+    (body if field == "CallbackTs" else body["EventInfo"])[field] = value
+    answer = post_trtc(client, body)
+    assert answer.status_code == 400 and field in answer.get_json()["error"]
     assert counts(app) == (0, 0)
 
 

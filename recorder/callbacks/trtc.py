@@ -40,6 +40,7 @@ from recorder.callbacks.sources import Location, Name, Text, matches_any, media_
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
 from recorder.events import Event, FragmentInfo, PushSignal, http_url, is_digits
+from recorder.timeutil import LATEST
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ MAX_AGE = 600
 _PLACEHOLDER = re.compile(r"\{(SdkAppId|RoomId|TaskId|FileName)\}")
 
 
+# A time in ms. Like every time we keep, before the year 3000: a later one cannot be shown.
+Millis = Annotated[int, Field(ge=0, lt=LATEST * 1000)]
+
+
 class _Model(BaseModel):
     # Numeric room ids (RoomId 8489) and ids sent as numbers become text.
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
@@ -59,7 +64,7 @@ class _Model(BaseModel):
 class Envelope(_Model):
     EventGroupId: int
     EventType: int
-    CallbackTs: int = Field(ge=0)
+    CallbackTs: Millis
     EventInfo: dict[str, Any]
 
 
@@ -69,8 +74,8 @@ class RecordedFile(_Model):
     UserId: Text = ""  # empty for a mixed recording
     TrackType: Text = ""  # audio, video or audio_video
     MediaId: Text = ""  # main, aux, or mix for a mixed recording
-    StartTimeStamp: int = Field(ge=0)
-    EndTimeStamp: int = Field(ge=0)
+    StartTimeStamp: Millis
+    EndTimeStamp: Millis
 
 
 class StorageFile(RecordedFile):
@@ -92,8 +97,8 @@ class RecordingPayload(_Model):
 
 class RecordingInfo(_Model):
     RoomId: Name
-    EventTs: float = Field(ge=0)
-    EventMsTs: int | None = Field(None, ge=0)
+    EventTs: float = Field(ge=0, lt=LATEST)
+    EventMsTs: Millis | None = None
     UserId: Text = ""  # the recording robot
     TaskId: Annotated[Name, Field(max_length=128)]  # a session id: 128 characters in the store
     Payload: RecordingPayload = Field(default_factory=RecordingPayload)
