@@ -317,6 +317,7 @@ def test_event_times_past_2999_are_400(client: FlaskClient, app: Flask, field: s
         (b'{"EventGroupId": 3, "EventGroupId": 3}', "duplicate"),
         (b'{"EventGroupId": 3, "EventType": 311, "EventInfo": {}}', "CallbackTs"),
         (b"[]", "JSON object"),
+        (json.dumps({**trtc_body(), "EventType": 10**40}).encode(), "EventType"),  # stored in 32 characters
         (b"[" * 30_000 + b"]" * 30_000, "nested more than 32 levels"),
         (json.dumps({**trtc_body(), "x": {"y": ["\ud800"]}}).encode(), "surrogate"),
     ],

@@ -63,7 +63,7 @@ class _Model(BaseModel):
 
 class Envelope(_Model):
     EventGroupId: int
-    EventType: int
+    EventType: int = Field(ge=0, lt=10**9)  # stored as text in 32 characters
     CallbackTs: Millis
     EventInfo: dict[str, Any]
 
