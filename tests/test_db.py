@@ -14,6 +14,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, select, text
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from recorder.events import FragmentInfo, MediaFormat
@@ -50,6 +51,13 @@ def test_migrate_brings_a_new_database_to_the_head_and_then_does_nothing(databas
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_errors_do_not_quote_bound_values(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with pytest.raises(DatabaseError) as raised, engine.connect() as connection:
+        connection.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "live-secret"})
+    assert "live-secret" not in str(raised.value)
 
 
 def _write_many(url: str, name: str, count: int, errors: list[str]) -> None:

@@ -71,16 +71,21 @@ def test_a_repeat_within_one_batch_is_a_duplicate(engine: Engine) -> None:
         assert repository.store_callbacks(session, [b, a]) == [None, None]
 
 
-def test_a_callback_the_database_refuses_fails_alone(engine: Engine) -> None:
+def test_a_callback_the_database_refuses_fails_alone_and_its_secrets_stay_out_of_the_log(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = CallbackWriter(make_sessions(engine))
     good = [received("g1"), received("g2")]
-    bad = Received("tencent", None, "key-bad", "{}", None)  # type: ignore[arg-type]  # NOT NULL event_type
+    body = '{"sign": "5e1f0c8a3b2d4e6f7a8b9c0d1e2f3a4b", "stream_param": "txSecret=live-secret"}'
+    bad = Received("tencent", None, "key-bad", body, None)  # type: ignore[arg-type]  # NOT NULL event_type
     outcomes: list[Future[int | None]] = [Future() for _ in range(3)]
     writer._commit([(good[0], 1.0, outcomes[0]), (bad, 1.0, outcomes[1]), (good[1], 1.0, outcomes[2])])
     assert outcomes[0].result() is not None and outcomes[2].result() is not None
     with pytest.raises(IntegrityError):
         outcomes[1].result()
     assert counts(engine) == (2, 2)
+    assert "could not store a tencent callback: IntegrityError" in caplog.text
+    assert "5e1f0c8a" not in caplog.text and "live-secret" not in caplog.text
 
 
 def test_events_published_together_travel_as_one_message(redis_url: str) -> None:

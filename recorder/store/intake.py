@@ -59,7 +59,8 @@ class CallbackWriter:
                 for one in pending:
                     self._commit([one])
                 return
-            log.warning("could not store a %s callback: %s", pending[0][0].provider, error)
+            # The class only: PostgreSQL's message can quote the failing row, the body with its sign.
+            log.warning("could not store a %s callback: %s", pending[0][0].provider, type(error).__name__)
             pending[0][2].set_exception(error)
             return
         for (_, _, outcome), event_id in zip(pending, event_ids, strict=True):
