@@ -339,7 +339,10 @@ def test_srs_dvr_becomes_an_untimed_fragment_stored_once(client: FlaskClient, ap
     [event], [fragment] = stored(app)
     assert (event.provider, event.event_type) == ("srs", "on_dvr")
     path = f"{SRS_ROOT}/live/livestream.1793001600123.flv"
-    assert (fragment.source_key, fragment.url) == (f"srs:{path}", f"{SRS_BASE}/live/livestream.1793001600123.flv")
+    assert (fragment.source_key, fragment.url) == (
+        f"srs:341w361a:{path}",
+        f"{SRS_BASE}/live/livestream.1793001600123.flv",
+    )
     assert (fragment.app, fragment.appname, fragment.stream_id) == ("__defaultVhost__", "live", "livestream")
     assert (fragment.format, fragment.timed, fragment.duration, fragment.session_id) == ("flv", False, 0, None)
     assert before <= fragment.start == fragment.end <= time.time()
@@ -357,7 +360,7 @@ def test_nginx_record_done_becomes_an_untimed_fragment(client: FlaskClient, app:
         assert answer.status_code == 200 and answer.get_json() == {"code": 0}
     [event], [fragment] = stored(app)
     assert (event.provider, event.event_type) == ("nginx-rtmp", "record_done")
-    assert fragment.source_key == f"nginx-rtmp:{NGINX_ROOT}/live/camera1-1793001600.flv"
+    assert fragment.source_key == f"nginx-rtmp:7:{NGINX_ROOT}/live/camera1-1793001600.flv"
     assert fragment.url == f"{NGINX_BASE}/live/camera1-1793001600.flv"
     assert (fragment.app, fragment.appname, fragment.stream_id, fragment.format) == (
         "nginx-rtmp",
@@ -381,6 +384,23 @@ def test_nginx_named_recorder_is_its_own_app(client: FlaskClient, app: Flask) ->
     assert post_nginx(client, nginx_form(recorder="audio", path="/var/rec/audio/camera1.flv")).status_code == 200
     _, [fragment] = stored(app)
     assert (fragment.app, fragment.stream_id) == ("nginx-rtmp-audio", "camera1")
+
+
+# Each publish of a stream, and each repeat of its callback; the client ids SRS 3 sent were numbers.
+PUBLISHES = {
+    "srs": (lambda c, n: post_srs(c, srs_body(client_id=n)), [1234, "v9t1p6i3", "v9t1p6i3"]),
+    "nginx-rtmp": (lambda c, n: post_nginx(c, nginx_form(clientid=n)), ["7", "8", "8"]),
+}
+
+
+@pytest.mark.parametrize("provider", PUBLISHES)
+def test_a_new_publish_to_the_same_file_is_a_new_fragment(client: FlaskClient, app: Flask, provider: str) -> None:
+    # nginx-rtmp's default (record_unique off) records every publish of a stream to the same file.
+    send, clients = PUBLISHES[provider]
+    for publisher in clients:
+        assert send(client, publisher).status_code == 200
+    _, fragments = stored(app)
+    assert [f.source_key.split(":")[1] for f in fragments] == [str(clients[0]), clients[1]]
 
 
 PROVIDERS = {
@@ -465,11 +485,13 @@ def test_path_outside_every_prefix_is_refused(path: str, reason: str) -> None:
         (lambda c: post_srs(c, srs_body(stream="a\nb")), "stream"),
         (lambda c: post_srs(c, srs_body(file="./objs/nginx/html/live/a\x00.flv")), "file"),
         (lambda c: post_srs(c, srs_body(cwd="/usr/local/srs\n")), "cwd"),
+        (lambda c: post_srs(c, srs_body(client_id="a:/b")), "client_id"),
         (lambda c: post_srs(c, b"0"), "JSON object"),
         (lambda c: post_srs(c, b'{"a":' * 10_000 + b"1" + b"}" * 10_000), "nested more than 32 levels"),
         (lambda c: post_srs(c, srs_body(server_id="\udc00")), "surrogate"),
         (lambda c: post_nginx(c, nginx_form(path="/var/rec/../../etc/passwd.flv")), "escapes"),
         (lambda c: post_nginx(c, nginx_form(call="publish")), "call"),
+        (lambda c: post_nginx(c, nginx_form(clientid="7" * 33)), "clientid"),
         (lambda c: post_nginx(c, "call"), "call"),
         (lambda c: post_nginx(c, nginx_form(name="")), "name"),
         (lambda c: post_nginx(c, nginx_form(path="/var/rec/live/a\x00.flv")), "path"),

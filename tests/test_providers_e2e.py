@@ -114,7 +114,7 @@ def test_srs_dvr_files_become_one_archive(service: str) -> None:
         for _ in range(2):  # a repeated callback is one fragment
             answer = requests.post(f"{service}/v1/callbacks/srs", params={"token": TOKEN}, json=body, timeout=10)
             assert answer.status_code == 200 and answer.text == "0"
-    one_archive(service, stream, [f"srs:{SRS_ROOT}/clip{i}.mp4" for i in range(3)])
+    one_archive(service, stream, [f"srs:341w361a:{SRS_ROOT}/clip{i}.mp4" for i in range(3)])
 
 
 def test_nginx_rtmp_recordings_become_one_archive(service: str) -> None:
@@ -126,4 +126,4 @@ def test_nginx_rtmp_recordings_become_one_archive(service: str) -> None:
         for _ in range(2):
             answer = requests.post(f"{service}/v1/callbacks/nginx-rtmp", params={"token": TOKEN}, data=form, timeout=10)
             assert answer.status_code == 200 and answer.json() == {"code": 0}
-    one_archive(service, name, [f"nginx-rtmp:{NGINX_ROOT}/clip{i}.flv" for i in range(3)])
+    one_archive(service, name, [f"nginx-rtmp:7:{NGINX_ROOT}/clip{i}.flv" for i in range(3)])

@@ -44,7 +44,10 @@ Name = Annotated[Text, Field(min_length=1)]
 # A server path or URL: longer than a label, but stored too, so no control characters
 # (a NUL stores on SQLite and fails every insert on PostgreSQL) and valid Unicode.
 Location = Annotated[StoredText, Field(max_length=4096)]
-# Fragment source keys (``<provider>:<path>``) are at most 300 characters.
+# The server's id of the publishing connection: SRS ``client_id`` (a number before SRS 4),
+# nginx-rtmp ``clientid``. Letters, digits, ``-`` and ``_`` (no ``:``), so a source key reads one way.
+ClientId = Annotated[str, Field(max_length=32, pattern="^[0-9A-Za-z_-]*$", coerce_numbers_to_str=True)]
+# Fragment source keys (``<provider>:<client>:<path>``) are at most 300 characters.
 MAX_PATH = 255
 
 _EXTENSIONS = {".mp4": MediaFormat.MP4, ".flv": MediaFormat.FLV, ".m3u8": MediaFormat.HLS, ".aac": MediaFormat.AAC}
@@ -105,6 +108,7 @@ def _received(
     body: str,
     *,
     path: str,
+    client: str,
     app: str,
     appname: str,
     stream_id: str,
@@ -115,8 +119,9 @@ def _received(
     normal, url = locate(path, bases)
     if len(normal) > MAX_PATH:
         raise MalformedCallback(f"path is longer than {MAX_PATH} characters")
-    # The file is the identity: a re-sent callback for it is one event and one fragment.
-    source_key = f"{provider}:{normal}"
+    # A re-sent callback is one event and one fragment; a new publish that writes the same file
+    # again (nginx-rtmp's record_unique off) comes from another client, so it is a new fragment.
+    source_key = f"{provider}:{client}:{normal}"
     fragment = FragmentInfo(
         source_key=source_key,
         app=app,
@@ -136,10 +141,10 @@ def _received(
 class SrsDvr(BaseModel):
     """SRS ``http_hooks`` ``on_dvr`` (SRS 3-6 docs, "HTTP Callback").
 
-    Relied on: ``action``, ``vhost``, ``app``, ``stream``, ``cwd`` and ``file``
-    (the DVR file, relative to ``cwd`` unless absolute). Also sent and kept in
-    the stored body: ``client_id``, ``ip``, ``param``, ``server_id``,
-    ``service_id``, ``stream_url``, ``stream_id``, ``tcUrl``.
+    Relied on: ``action``, ``vhost``, ``app``, ``stream``, ``cwd``, ``file``
+    (the DVR file, relative to ``cwd`` unless absolute) and ``client_id`` (the
+    publishing connection). Also sent and kept in the stored body: ``ip``,
+    ``param``, ``server_id``, ``service_id``, ``stream_url``, ``stream_id``, ``tcUrl``.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -150,6 +155,7 @@ class SrsDvr(BaseModel):
     stream: Name
     cwd: Location = ""
     file: Annotated[Location, Field(min_length=1)]
+    client_id: ClientId = ""
 
 
 def receive_srs(
@@ -163,6 +169,7 @@ def receive_srs(
         body.action,
         raw.decode(),
         path=posixpath.join(body.cwd, body.file),
+        client=body.client_id,
         app=body.vhost,
         appname=body.app,
         stream_id=body.stream,
@@ -175,10 +182,11 @@ class NginxRecordDone(BaseModel):
     """nginx-rtmp ``on_record_done`` (ngx_rtmp_notify_module, README "on_record_done").
 
     A form POST; relied on: ``call=record_done``, ``app``, ``name`` (the
-    stream), ``path`` (the recorded file) and ``recorder`` (the ``recorder``
-    block's name, empty for the application's own ``record``). Also sent and
-    kept in the stored body: ``addr``, ``clientid``, ``flashver``, ``swfurl``,
-    ``tcurl``, ``pageurl`` and the publisher's own arguments.
+    stream), ``path`` (the recorded file), ``clientid`` (the publishing
+    connection) and ``recorder`` (the ``recorder`` block's name, empty for the
+    application's own ``record``). Also sent and kept in the stored body:
+    ``addr``, ``flashver``, ``swfurl``, ``tcurl``, ``pageurl`` and the
+    publisher's own arguments.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -187,6 +195,7 @@ class NginxRecordDone(BaseModel):
     app: Name
     name: Name
     path: Annotated[Location, Field(min_length=1)]
+    clientid: ClientId = ""
     recorder: Annotated[Text, Field(max_length=64)] = ""  # short enough to name an app
 
 
@@ -223,6 +232,7 @@ def receive_nginx_rtmp(
         body.call,
         text,
         path=body.path,
+        client=body.clientid,
         app=f"nginx-rtmp-{body.recorder}" if body.recorder else "nginx-rtmp",
         appname=body.app,
         stream_id=body.name,
