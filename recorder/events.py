@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recorder.errors import MalformedCallback
+from recorder.errors import MalformedCallback, first_problem
 from recorder.timeutil import LATEST
 
 
@@ -220,12 +220,6 @@ class RecordStatusBody(_Body):
         return str(value) if isinstance(value, int) else value
 
 
-def validation_reason(error: ValidationError) -> str:
-    first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{field}: {first['msg']}"
-
-
 def tencent_event_type(body: dict[str, Any]) -> int:
     """``event_type``, sent as a number or as digits; stored as ``str()`` of it, in 32 characters."""
     value = body.get("event_type")
@@ -258,6 +252,6 @@ def parse_tencent(body: dict[str, Any]) -> Event:
             _Body.model_validate(body)
         return None
     except ValidationError as error:
-        raise MalformedCallback(validation_reason(error)) from None
+        raise MalformedCallback(first_problem(error, "body")) from None
     except ValueError as error:
         raise MalformedCallback(str(error)) from None

@@ -24,8 +24,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from recorder.callbacks import Received
 from recorder.callbacks.tencent import parse_json_object
-from recorder.errors import BadSign, MalformedCallback
-from recorder.events import FragmentInfo, MediaFormat, validation_reason
+from recorder.errors import BadSign, MalformedCallback, first_problem
+from recorder.events import FragmentInfo, MediaFormat
 from recorder.events import Text as StoredText
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,7 +65,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise MalformedCallback(validation_reason(error)) from None
+        raise MalformedCallback(first_problem(error, "body")) from None
 
 
 def media_format(name: str) -> MediaFormat:
