@@ -8,7 +8,8 @@ Every URL we fetch comes from an attacker-controllable callback or playlist, so 
   while Host, SNI and certificate checks use the name), so DNS rebinding cannot redirect it;
 - follows at most ``MAX_REDIRECTS`` redirects by hand, each checked the same way;
 - streams to disk under a byte cap, hashing as it goes;
-- has one wall-clock deadline per attempt, over connecting, headers and body (_Deadline).
+- has one wall-clock deadline per attempt, over connecting, headers and body (_Deadline); the
+  name lookup before it is bounded only by the system resolver.
 
 urllib3 is used directly rather than requests: we need neither sessions nor cookies, and
 requests would honour ``*_PROXY`` variables, which would hand name resolution to a proxy.
@@ -122,7 +123,7 @@ class _Deadline:
                     continue
                 self.expired = True
                 if self._stop_read:
-                    with contextlib.suppress(OSError, RuntimeError, ValueError):  # closed or released
+                    with contextlib.suppress(OSError, RuntimeError, TypeError, ValueError):  # closed or released
                         self._stop_read()
 
 

@@ -58,8 +58,9 @@ def decode(raw: bytes) -> str:
 
 
 def normalized(data: str) -> str:
-    """One text for one list, however it was saved or sent (BOM, CRLF or CR line ends, a last line end)."""
-    return data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    """One text for one list, however it was saved or sent (BOM, CRLF or CR line ends). A list
+    of LF lines is left as it is: its job id stays what it was before lists were normalized."""
+    return data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def zone_offset(offset: str) -> str:

@@ -174,8 +174,10 @@ def propose(session: Session, spec: Spec, *, window: float) -> list[dict[str, An
     """The broadcasts the job would form: fragments, gaps, expected duration."""
     fragments, new = _fragments_for(session, spec, window=window)
     # The windows declared for these streams hold their fragments, as they do when grouping.
-    declared = select(Broadcast).where(
-        Broadcast.declared.is_(True), Broadcast.stream_id.in_({f.stream_id for f in fragments})
+    declared = (
+        select(Broadcast)
+        .where(Broadcast.declared.is_(True), Broadcast.stream_id.in_({f.stream_id for f in fragments}))
+        .order_by(Broadcast.id)  # of equal spans, the window _declared_window would pick
     )
     windows = [
         Window(b.stream_id, b.started_at, b.ended_at, b.app, b.appname, b.window_format or "")
@@ -214,9 +216,10 @@ def start(session: Session, job_id: str, *, window: float, now: float) -> list[s
         return []
     spec = _spec_of(job)
     fragments, new = _fragments_for(session, spec, window=window)
-    for info in fragments:
-        if isinstance(info, FragmentInfo) and info.source_key in new:
-            _store_imported(session, info, window=window, now=now)
+    imported = [f for f in fragments if isinstance(f, FragmentInfo) and f.source_key in new]
+    # In the order declare_window locks streams: no two transactions wait for each other's.
+    for info in sorted(imported, key=lambda f: (f.stream_id, f.app, f.appname, f.start, f.source_key)):
+        _store_imported(session, info, window=window, now=now)
     keys = [f.source_key for f in fragments]
     broadcast_ids = sorted(
         set(

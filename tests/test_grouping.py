@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from recorder.grouping import Gap, Window, gaps, group_fragments, timeline
 from recorder.store import repository
 from recorder.store.db import make_engine, make_sessions, migrate, transaction
-from recorder.store.models import Event, Fragment
+from recorder.store.models import Broadcast, Event, Fragment
 
 WINDOW = 300.0
 
@@ -231,3 +231,25 @@ def test_a_window_declared_for_one_format_takes_only_its_fragments_in_any_arriva
     arrivals = [[*pieces[:at], hls, *pieces[at:]] for at in range(len(pieces) + 1)]  # before, between, after
     for arrival, got in zip(arrivals, grouped_in_database(tmp_path, arrivals), strict=True):
         assert got == expected, arrival
+
+
+def test_a_declared_window_emptied_by_an_earlier_one_keeps_its_state(tmp_path: Path) -> None:
+    """Its archive stays current and it still holds the rest of its span; it does not reopen to
+    fail for want of fragments."""
+    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
+    migrate(engine)
+    sessions = make_sessions(engine)
+    with transaction(sessions) as session:
+        late = repository.declare_window(session, stream_id="s", start=100, end=300, window=WINDOW, now=0)
+        repository.assign_fragment(session, stored(session, Piece("f", "s", 140, 160)), window=WINDOW, now=0)
+        late.status, late.version, late_id = "archived", 1, late.id
+    with transaction(sessions) as session:
+        early = repository.declare_window(session, stream_id="s", start=50, end=200, window=WINDOW, now=1)
+        early_id = early.id
+    with sessions() as session:
+        assert [f.broadcast_id for f in session.scalars(select(Fragment))] == [early_id]
+        assert (session.get_one(Broadcast, late_id).status, session.get_one(Broadcast, late_id).version) == (
+            "archived",
+            1,
+        )
+    engine.dispose()

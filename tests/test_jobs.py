@@ -223,9 +223,9 @@ def test_one_list_saved_or_sent_another_way_is_one_job(client: FlaskClient) -> N
         "s,mp4,1790000000,1790000006,http://x.myqcloud.com/a",
     ]
     ways = [
-        {"data": "\n".join(rows), "timezone": "+08:00"},
+        {"data": "\n".join(rows) + "\n", "timezone": "+08:00"},
         {"data": "\ufeff" + "\r\n".join(rows) + "\r\n", "timezone": "+0800"},
-        {"data": "\r".join(rows), "timezone": "+08:00"},
+        {"data": "\r".join(rows) + "\r", "timezone": "+08:00"},
     ]
     ids = {
         client.post(

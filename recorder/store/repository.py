@@ -273,8 +273,9 @@ def declare_window(
     """
     _insert_ignore(session, Stream, {"app": app, "appname": appname, "stream_id": stream_id})
     # Every grouping key of the stream id, not only the window's own: assign_fragment of any of
-    # them waits for this window. In id order, so that two windows cannot deadlock.
-    query = select(Stream).filter_by(stream_id=stream_id).order_by(Stream.id).with_for_update()
+    # them waits for this window. In (app, appname) order, as an import stores its fragments
+    # (jobs.start), so that no two transactions take them in opposite orders and deadlock.
+    query = select(Stream).filter_by(stream_id=stream_id).order_by(Stream.app, Stream.appname).with_for_update()
     streams = session.execute(query).scalars().all()
     stream = next(s for s in streams if (s.app, s.appname) == (app, appname))
     broadcast = Broadcast(
@@ -322,8 +323,11 @@ def declare_window(
 
 def _regroup(session: Session, broadcast: Broadcast, *, into: Broadcast, window: float, now: float) -> None:
     remaining = list(session.execute(select(Fragment).filter_by(broadcast_id=broadcast.id)).scalars())
-    if not remaining and not broadcast.declared:
-        _merge(broadcast, into=into, now=now)
+    if not remaining:
+        # A declared window another one emptied stays as it was (archived with its archives, say):
+        # it still holds what falls in the rest of its span, so it is not merged away.
+        if not broadcast.declared:
+            _merge(broadcast, into=into, now=now)
         return
     stream = session.get_one(Stream, broadcast.stream_pk)
     # A declared window keeps the app's span and what is left inside it, whatever the gaps.
