@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recorder.errors import MalformedCallback, first_problem
 from recorder.timeutil import LATEST
@@ -115,25 +115,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
     appid: int | None = None
-    app: str = Field("", max_length=255)
-    appname: str = Field("", max_length=255)
-    stream_id: str = Field(min_length=1, max_length=1024)
-
-    @model_validator(mode="after")
-    def _texts(self) -> _Body:
-        for name, value in self:
-            if isinstance(value, str):
-                try:
-                    _text(value)
-                except ValueError as error:
-                    raise ValueError(f"{name}: {error}") from None
-        return self
+    # Text: what we keep in columns and show. The other fields stay in the stored body, JSON
+    # text that escapes them: a tab in a pusher's stream_param must not refuse a recording.
+    app: Text = Field("", max_length=255)
+    appname: Text = Field("", max_length=255)
+    stream_id: Text = Field(min_length=1, max_length=1024)
 
 
 class RecordingFileBody(_Body):
     """Tencent CSS event_type 100."""
 
-    file_id: str = Field(min_length=1, max_length=256)
+    file_id: Text = Field(min_length=1, max_length=256)
     file_format: MediaFormat
     start_time: float = Field(ge=0, lt=LATEST)
     end_time: float = Field(ge=0, lt=LATEST)
@@ -141,7 +133,7 @@ class RecordingFileBody(_Body):
     end_time_usec: int = Field(0, ge=0, lt=1_000_000)
     duration: float | None = Field(None, ge=0, lt=LATEST)
     file_size: int | None = Field(None, ge=0, lt=2**63)
-    video_url: str = Field(min_length=1, max_length=4096)
+    video_url: Text = Field(min_length=1, max_length=4096)
     callback_ext: str | dict[str, Any] | None = None
 
     @field_validator("file_id", mode="before")
@@ -197,7 +189,7 @@ class PushBody(_Body):
     """Tencent CSS event_type 1 (push started) and 0 (push interrupted)."""
 
     event_type: Literal[0, 1]
-    sequence: str = Field(min_length=1, max_length=128)
+    sequence: Text = Field(min_length=1, max_length=128)
     event_time: float = Field(ge=0, lt=LATEST)
 
     @field_validator("sequence", mode="before")
@@ -209,9 +201,9 @@ class PushBody(_Body):
 class RecordStatusBody(_Body):
     """Tencent CSS event_type 332."""
 
-    domain: str = Field("", max_length=255)
-    record_event: str = Field(min_length=1, max_length=64)
-    session_id: str | None = Field(None, max_length=128)
+    domain: Text = Field("", max_length=255)
+    record_event: Text = Field(min_length=1, max_length=64)
+    session_id: Text | None = Field(None, max_length=128)
     event_time: float = Field(ge=0, lt=LATEST)
 
     @field_validator("session_id", mode="before")

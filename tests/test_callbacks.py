@@ -97,6 +97,15 @@ def test_callback_ext_that_is_not_json_is_kept_raw(client: FlaskClient, app: Fla
     assert json.loads(event.body)["callback_ext"] == ext
 
 
+def test_whitespace_in_fields_we_only_store_does_not_refuse_a_recording(client: FlaskClient, app: Flask) -> None:
+    body = record_body(stream_param="txSecret=a\tb", callback_ext='{\n  "session_id": "s1"\n}')
+    assert post(client, body).status_code == 200
+    assert counts(app) == (1, 1)
+    with services_of(app).sessions() as session:
+        assert session.execute(select(Fragment.session_id)).scalar_one() == "s1"
+    assert post(client, record_body(file_id="other", stream_id="a\tb")).status_code == 400  # a column: refused
+
+
 BAD_BODIES = {
     "missing stream_id": (lambda: record_body(stream_id=None), 400, "stream_id"),
     "empty stream_id": (lambda: record_body(stream_id=""), 400, "stream_id"),
