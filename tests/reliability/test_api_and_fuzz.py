@@ -35,11 +35,17 @@ PUBLIC = re.compile(
 )
 
 
+def made_up(variable: re.Match[str]) -> str:
+    """A value its converter takes: an int, the first of an any(...), else an id."""
+    converter, first = variable[1], variable[2]
+    return "1" if converter == "int" else first if converter == "any" else "nope"
+
+
 def operator_routes(app: Flask) -> list[tuple[str, str]]:
     """(method, path) of every endpoint that needs a token, with made-up ids in the path."""
     routes = []
     for rule in app.url_map.iter_rules():
-        path = re.sub(r"<int:[^>]+>", "1", re.sub(r"<(?!int:)[^>]+>", "nope", rule.rule))
+        path = re.sub(r"<(?:(\w+)(?:\(([^,)]+)[^)]*\))?:)?\w+>", made_up, rule.rule)
         if not PUBLIC.fullmatch(rule.rule):
             routes += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
