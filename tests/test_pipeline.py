@@ -131,6 +131,22 @@ def test_events_are_handled_once_and_the_sweep_finds_unhandled_ones(
     assert pipeline.sweep(ctx).events == []
 
 
+def test_the_sweep_sends_an_unhandled_event_again_only_every_few_minutes_oldest_news_first(
+    client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path
+) -> None:
+    send_fragments(client, media_url, media_dir, stream_id="s", clips=range(3), copies=1)
+    ctx.clock.now += 10  # type: ignore[attr-defined]
+    first = pipeline.sweep(ctx).events
+    assert len(first) == 3
+    ctx.clock.now += 60  # type: ignore[attr-defined]
+    assert pipeline.sweep(ctx).events == []  # sent a minute ago: not piled into the queue again
+    ctx.clock.now += repository.RESEND_SECONDS  # type: ignore[attr-defined]
+    send_fragments(client, media_url, media_dir, stream_id="t", clips=range(1), copies=1)
+    again = pipeline.sweep(ctx).events
+    # The one never sent comes before those sent already (which may keep failing).
+    assert len(again) == 4 and again[0] not in first and sorted(again[1:]) == sorted(first)
+
+
 def settled_broadcast(
     client: FlaskClient, ctx: pipeline.Context, media_url: str, media_dir: Path, stream_id: str, start: float
 ) -> str:

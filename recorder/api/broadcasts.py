@@ -44,7 +44,7 @@ def show_broadcast(broadcast_id: str) -> dict[str, Any]:
 @bp.post("/v1/broadcasts")
 @documented(
     json=DeclareWindow,
-    resp=Response(HTTP_201=BroadcastOut, **errors(400, 401, 403)),
+    resp=Response(HTTP_201=BroadcastOut, **errors(400, 401, 403, 413)),
     security=TOKEN,
     tags=["broadcasts"],
 )

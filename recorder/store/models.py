@@ -33,6 +33,8 @@ class Event(Base):
     body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[float] = mapped_column(Float)
     handled_at: Mapped[float | None] = mapped_column(Float, index=True)
+    # When the sweep last sent it again: it waits RESEND_SECONDS before the next time.
+    resent_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Stream(Base):

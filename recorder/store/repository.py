@@ -26,6 +26,8 @@ ACTIVE = ("open", "settling")
 # Longer than Tencent's longest recording cut (2 h): a push still "live" after this
 # much quiet lost its stop event.
 STALE_LIVE_SECONDS = 6 * 3600
+# The sweep sends an unhandled event again at most this often (a lost publish, a dead worker).
+RESEND_SECONDS = 300.0
 
 
 def _insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> int | None:
@@ -438,14 +440,23 @@ def sweep(
             .returning(Broadcast.id)
         )
     )
+    # Each unhandled event again at most every RESEND_SECONDS, those never sent again first: a
+    # backlog does not pile copies into the queue, and events that keep failing do not starve
+    # newer ones out of the batch.
     events = list(
-        session.execute(
+        session.scalars(
             select(Event.id)
-            .where(Event.handled_at.is_(None), Event.received_at <= now - event_grace)
-            .order_by(Event.id)
+            .where(
+                Event.handled_at.is_(None),
+                Event.received_at <= now - event_grace,
+                or_(Event.resent_at.is_(None), Event.resent_at <= now - RESEND_SECONDS),
+            )
+            .order_by(Event.resent_at.is_not(None), Event.resent_at, Event.id)
             .limit(1000)
-        ).scalars()
+        )
     )
+    if events:
+        session.execute(update(Event).where(Event.id.in_(events)).values(resent_at=now))
     quiet_since = _greatest(session, Broadcast.ended_at, Broadcast.last_callback_at)
     # A fragment received but not grouped yet may still belong here: wait for it (not forever).
     ungrouped = exists().where(
