@@ -25,8 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from recorder.callbacks import Received
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, MalformedCallback, first_problem
-from recorder.events import FragmentInfo, MediaFormat
-from recorder.events import Text as StoredText
+from recorder.events import FragmentInfo, MediaFormat, Text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,11 +38,11 @@ def _printable(value: str) -> str:
 
 # A label from a callback (an app, room, user or stream name, ...): it becomes part of
 # grouping and object keys, so no control characters and no longer than the store's columns.
-Text = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
-Name = Annotated[Text, Field(min_length=1)]
+Label = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
+Name = Annotated[Label, Field(min_length=1)]
 # A server path or URL: longer than a label, but stored too, so no control characters
 # (a NUL stores on SQLite and fails every insert on PostgreSQL) and valid Unicode.
-Location = Annotated[StoredText, Field(max_length=4096)]
+Location = Annotated[Text, Field(max_length=4096)]
 # The server's id of the publishing connection: SRS ``client_id`` (a number before SRS 4),
 # nginx-rtmp ``clientid``. Letters, digits, ``-`` and ``_`` (no ``:``), so a source key reads one way.
 ClientId = Annotated[str, Field(max_length=32, pattern="^[0-9A-Za-z_-]*$", coerce_numbers_to_str=True)]
@@ -196,7 +195,7 @@ class NginxRecordDone(BaseModel):
     name: Name
     path: Annotated[Location, Field(min_length=1)]
     clientid: ClientId = ""
-    recorder: Annotated[Text, Field(max_length=64)] = ""  # short enough to name an app
+    recorder: Annotated[Label, Field(max_length=64)] = ""  # short enough to name an app
 
 
 def _form(raw: bytes) -> tuple[dict[str, str], str]:

@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from recorder.callbacks import Received
-from recorder.callbacks.sources import Location, Name, Text, matches_any, media_format, validate
+from recorder.callbacks.sources import Label, Location, Name, matches_any, media_format, validate
 from recorder.callbacks.tencent import parse_json_object
 from recorder.errors import BadSign, ExpiredSign, MalformedCallback
 from recorder.events import Event, FragmentInfo, PushSignal, http_url, is_digits
@@ -71,9 +71,9 @@ class Envelope(_Model):
 class RecordedFile(_Model):
     """Per-file fields shared by 310 ``FileMessage`` entries and 311 ``TencentVod``."""
 
-    UserId: Text = ""  # empty for a mixed recording
-    TrackType: Text = ""  # audio, video or audio_video
-    MediaId: Text = ""  # main, aux, or mix for a mixed recording
+    UserId: Label = ""  # empty for a mixed recording
+    TrackType: Label = ""  # audio, video or audio_video
+    MediaId: Label = ""  # main, aux, or mix for a mixed recording
     StartTimeStamp: Millis
     EndTimeStamp: Millis
 
@@ -99,7 +99,7 @@ class RecordingInfo(_Model):
     RoomId: Name
     EventTs: float = Field(ge=0, lt=LATEST)
     EventMsTs: Millis | None = None
-    UserId: Text = ""  # the recording robot
+    UserId: Label = ""  # the recording robot
     TaskId: Annotated[Name, Field(max_length=128)]  # a session id: 128 characters in the store
     Payload: RecordingPayload = Field(default_factory=RecordingPayload)
 
